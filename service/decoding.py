@@ -1,0 +1,168 @@
+"""Greedy and beam search over a one-step decoder, batched across sentences, in numpy.
+
+One implementation, shared by evaluation (PyTorch or ONNX step functions) and the service
+(ONNX). The search never sees a model: it calls `step(tokens, state, memory)`, which returns
+log-probabilities, the next state and the attention weights. So it is tested on made-up
+log-probabilities, and PyTorch-vs-ONNX parity compares like with like.
+
+Shapes: N rows = active sentences x beam; V vocabulary; S source positions.
+- `state`: dict of arrays with leading dim N, reordered every step as beams move.
+- `memory`: dict of arrays with leading dim N that are identical across a sentence's beams
+  (encoder states, keys, mask); re-gathered only when finished sentences leave the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+State = dict[str, np.ndarray]
+StepFn = Callable[[np.ndarray, State, State], tuple[np.ndarray, State, np.ndarray]]
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS and EOS
+    score: float  # log-probability divided by the length penalty
+    log_prob: float  # sum of token log-probabilities, EOS included when emitted
+    attention: np.ndarray = field(repr=False)  # [len(tokens) (+1 for EOS), S]
+    finished: bool = True  # False when cut by the maximum length
+
+
+def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
+    """GNMT length penalty ((5 + len) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_lengths(src_lengths: np.ndarray, ratio: float, extra: int, cap: int) -> np.ndarray:
+    """Output budget per sentence: ratio * source length + extra, at most cap, at least 1."""
+    return np.clip(np.ceil(ratio * src_lengths).astype(np.int64) + extra, 1, cap)
+
+
+def _take(d: State, rows: np.ndarray) -> State:
+    return {k: v[rows] for k, v in d.items()}
+
+
+def greedy_search(
+    step: StepFn, state: State, memory: State, *, bos: int, eos: int, max_len: np.ndarray
+) -> list[Hypothesis]:
+    """Pick the most likely token at each step. Inputs have leading dim B (one row a sentence)."""
+    b = len(max_len)
+    active = np.arange(b)
+    tokens = np.full(b, bos, dtype=np.int64)
+    out: list[list[int]] = [[] for _ in range(b)]
+    logp_sum = np.zeros(b)
+    attn: list[list[np.ndarray]] = [[] for _ in range(b)]
+    results: list[Hypothesis | None] = [None] * b
+    t = 0
+    while len(active):
+        logp, state, att = step(tokens, state, memory)
+        nxt = logp.argmax(axis=1)
+        t += 1
+        keep = []
+        for row, sent in enumerate(active):
+            tok = int(nxt[row])
+            logp_sum[sent] += float(logp[row, tok])
+            attn[sent].append(att[row])
+            if tok == eos or t >= max_len[sent]:
+                if tok != eos:
+                    out[sent].append(tok)
+                results[sent] = Hypothesis(out[sent], float(logp_sum[sent]), float(logp_sum[sent]),
+                                           np.stack(attn[sent]), finished=tok == eos)
+            else:
+                out[sent].append(tok)
+                keep.append(row)
+        if len(keep) < len(active):
+            rows = np.asarray(keep, dtype=np.int64)
+            active, state, memory = active[rows], _take(state, rows), _take(memory, rows)
+            nxt = nxt[rows]
+        tokens = nxt.astype(np.int64)
+    return results  # type: ignore[return-value]
+
+
+def beam_search(
+    step: StepFn,
+    state: State,
+    memory: State,
+    *,
+    bos: int,
+    eos: int,
+    max_len: np.ndarray,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Batched beam search. Inputs have leading dim B; returns n_best hypotheses per sentence,
+    best first by length-normalized score.
+
+    A sentence is done when it holds `beam_size` finished hypotheses or reaches its maximum
+    length (its live beams are then returned unfinished, ranked with the finished ones).
+    """
+    if beam_size < 1 or not 1 <= n_best <= beam_size:
+        raise ValueError("need beam_size >= 1 and 1 <= n_best <= beam_size")
+    k = beam_size
+    b = len(max_len)
+    rep = np.repeat(np.arange(b), k)
+    state, memory = _take(state, rep), _take(memory, rep)
+    active = np.arange(b)  # sentence ids, in row-block order
+    scores = np.full((b, k), -np.inf)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    seqs = np.zeros((b, k, 0), dtype=np.int64)
+    attns: np.ndarray | None = None  # [b, k, t, S]
+    tokens = np.full(b * k, bos, dtype=np.int64)
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    t = 0
+    while len(active):
+        logp, state, att = step(tokens, state, memory)
+        t += 1
+        nb, v = len(active), logp.shape[1]
+        cand = (scores[:, :, None] + logp.reshape(nb, k, v)).reshape(nb, k * v)
+        top = np.argpartition(-cand, min(2 * k, k * v) - 1, axis=1)[:, : 2 * k]
+        top_scores = np.take_along_axis(cand, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+        beam_of, tok_of = top // v, top % v
+        att = att.reshape(nb, k, -1)
+        step_att = np.take_along_axis(att, beam_of[:, :, None], axis=1)  # [nb, 2k, S]
+        prev_seqs = np.take_along_axis(seqs, beam_of[:, :, None], axis=1) if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
+        prev_att = (np.take_along_axis(attns, beam_of[:, :, None, None], axis=1) if attns is not None
+                    else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype))
+        is_eos = tok_of == eos
+        done_rows = []
+        for r, sent in enumerate(active):
+            # EOS candidates that rank among the first k become finished hypotheses.
+            for j in np.flatnonzero(is_eos[r, :k]):
+                if np.isfinite(top_scores[r, j]):
+                    a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0)
+                    finished[sent].append(Hypothesis(prev_seqs[r, j].tolist(), float(top_scores[r, j] / length_penalty(t, alpha)),
+                                                     float(top_scores[r, j]), a))
+            if len(finished[sent]) >= k or t >= max_len[sent]:
+                done_rows.append(r)
+        # Live beams: the best k non-EOS candidates (EOS ranked last so they are never picked).
+        pick = np.argsort(np.where(is_eos, 1, 0), axis=1, kind="stable")[:, :k]
+        new_scores = np.take_along_axis(top_scores, pick, 1)
+        new_beam = np.take_along_axis(beam_of, pick, 1)
+        new_tok = np.take_along_axis(tok_of, pick, 1)
+        seqs = np.concatenate([np.take_along_axis(prev_seqs, pick[:, :, None], 1), new_tok[:, :, None]], axis=2)
+        attns = np.concatenate([np.take_along_axis(prev_att, pick[:, :, None, None], 1),
+                                np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None]], axis=2)
+        rows = (np.arange(nb)[:, None] * k + new_beam).reshape(-1)
+        state = _take(state, rows)
+        scores = new_scores
+        for r in done_rows:
+            sent = active[r]
+            if t >= max_len[sent] and len(finished[sent]) < k:
+                for j in range(k):  # cut by the length budget: keep live beams as unfinished
+                    if np.isfinite(scores[r, j]):
+                        finished[sent].append(Hypothesis(seqs[r, j].tolist(), float(scores[r, j] / length_penalty(t, alpha)),
+                                                         float(scores[r, j]), attns[r, j], finished=False))
+        if done_rows:
+            keep = np.setdiff1d(np.arange(nb), done_rows)
+            krows = (keep[:, None] * k + np.arange(k)).reshape(-1)
+            active, scores, seqs, attns = active[keep], scores[keep], seqs[keep], attns[keep]
+            state, memory = _take(state, krows), _take(memory, krows)
+            new_tok = new_tok[keep]
+        tokens = new_tok.reshape(-1).astype(np.int64)
+    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]

@@ -1,0 +1,66 @@
+"""ONNX Runtime execution providers: choose, create, and report the one actually in use.
+
+`auto` asks for CUDA when the installed onnxruntime offers it and a session can really be
+created on it, else CPU with a warning. `cuda` insists and fails at start-up with a clear error.
+onnxruntime-gpu on a machine without a GPU lists CUDAExecutionProvider as *available* but falls
+back to CPU when creating a session, so the provider is read back from the created session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+Device = Literal["auto", "cpu", "cuda"]
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class ProviderError(RuntimeError):
+    pass
+
+
+def requested_providers(device: Device, available: list[str] | None = None) -> list[str]:
+    available = ort.get_available_providers() if available is None else available
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in available:
+            raise ProviderError(f"--device cuda: this onnxruntime has no CUDA provider (available: {available}); install onnxruntime-gpu")
+        return [CUDA, CPU]
+    if device == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise ProviderError(f"device must be auto, cpu or cuda, not {device!r}")
+
+
+def session_options(intra_threads: int) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = intra_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only; the fallback is reported by us, once
+    return so
+
+
+def threads_per_session(workers: int, sessions_per_worker: int = 1, cores: int | None = None) -> int:
+    """Split the machine's cores among every session of every worker (at least one thread each)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers * sessions_per_worker))
+
+
+def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.InferenceSession, str]:
+    """An InferenceSession on the chosen device, and the provider it actually runs on."""
+    providers = requested_providers(device)
+    sess = ort.InferenceSession(str(path), sess_options=session_options(intra_threads), providers=providers)
+    actual = sess.get_providers()[0]
+    if providers[0] == CUDA and actual != CUDA:
+        if device == "cuda":
+            raise ProviderError(f"--device cuda: the CUDA provider could not be created for {path.name} (no GPU or CUDA libraries?)")
+        log.warning("CUDA provider unavailable for %s; running on CPU", path.name)
+    return sess, actual

@@ -1,0 +1,42 @@
+"""Service settings: one pydantic-settings object, from the environment (prefix RNNSERVE_) and
+the command line (which wins). Nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="forbid")
+
+    host: str = Field("0.0.0.0", description="interface to bind (0.0.0.0, 127.0.0.1 or ::)")
+    port: int = Field(8000, ge=1024, le=65535)
+    models_dir: Path = Field(PROJECT_ROOT / "models", description="folder of model artifacts")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime device")
+    workers: int = Field(1, ge=1, le=64, description="inference worker processes per model family")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = cores / sessions")
+    max_batch_size: int = Field(32, ge=1, le=512, description="requests per dynamic batch; 1 turns batching off")
+    batch_timeout: float = Field(0.005, ge=0, le=1, description="seconds a batch waits to fill")
+    max_texts: int = Field(64, ge=1, le=1024, description="texts per request")
+    max_text_chars: int = Field(20_000, ge=1, description="characters per sentiment text")
+    max_translate_chars: int = Field(1_000, ge=1, description="characters per text to translate")
+    max_payload_bytes: int = Field(2_000_000, ge=1024, description="request body limit (413 above)")
+    max_queue: int = Field(512, ge=1, description="requests in flight before 429")
+    request_timeout: float = Field(30.0, gt=0, description="seconds before a queued request gets 504")
+    api_key: SecretStr | None = Field(None, description="if set, /v1/* requires header X-API-Key")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: float = Field(20.0, ge=0, description="seconds to finish accepted requests on SIGTERM")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if v not in ("0.0.0.0", "127.0.0.1", "::"):
+            raise ValueError("host must be 0.0.0.0, 127.0.0.1 or ::")
+        return v

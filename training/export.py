@@ -1,0 +1,123 @@
+"""Export trained checkpoints to ONNX, prove parity with PyTorch, and write the shipped artifact.
+
+    python -m training.export sentiment --run runs/sentiment --out models/sentiment
+    python -m training.export translation --run runs/translate-en-de --out models/translate-en-de
+
+Interfaces (names, dynamic axes, opset) are declared here, once. Nothing is written to --out
+unless the parity gate passes: the same real inputs through PyTorch and onnxruntime must agree
+(see `check_sentiment_parity`, `check_translation_parity`); a failure raises ParityError naming
+the mismatch. Files are assembled in a temporary folder and moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from training.data import PROJECT_ROOT
+
+OPSET = 18
+
+
+class ParityError(AssertionError):
+    """ONNX and PyTorch disagree beyond tolerance; the artifact must not ship."""
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training", "service"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def onnx_export(module: nn.Module, args: tuple, path: Path, *, inputs: list[str], outputs: list[str],
+                dynamic: dict[str, dict[int, str]]) -> None:
+    """torch.onnx (dynamo) export with named inputs/outputs and named dynamic axes."""
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = {}
+    for name in inputs:
+        axes = dynamic.get(name, {})
+        shapes[name] = {ax: dims.setdefault(d, torch.export.Dim(d, min=1)) for ax, d in axes.items()} or None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET, input_names=inputs,
+                                 output_names=outputs, dynamic_shapes=shapes, verbose=False)
+    prog.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def op_types(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def io_spec(path: Path) -> dict:
+    """Input/output names, element types and shapes (symbolic dims by name) of an ONNX file."""
+    g = onnx.load(str(path)).graph
+
+    def spec(v):
+        t = v.type.tensor_type
+        return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+    return {"inputs": [spec(v) for v in g.input], "outputs": [spec(v) for v in g.output], "opset": OPSET}
+
+
+def base_metadata(name: str, task: str, version: str | None) -> dict:
+    commit = git_commit()
+    today = dt.date.today().isoformat()
+    return {"name": name, "task": task, "version": version or f"{today}+{commit[:8]}", "created": today,
+            "git_commit": commit, "torch_version": torch.__version__}
+
+
+def install(tmp: Path, out: Path) -> None:
+    """Replace `out` by the verified folder `tmp`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(tmp), str(out))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=["sentiment", "translation"])
+    p.add_argument("--run", type=Path, required=True, help="training output folder (holds best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write, e.g. models/sentiment")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--version", default=None)
+    p.add_argument("--baseline-run", type=Path, default=None, help="translation: no-attention run to compare by length")
+    p.add_argument("--quantize", action="store_true", help="sentiment: also try an int8 dynamically quantized model")
+    a = p.parse_args(argv)
+    from training.data import default_data_dir
+
+    data_dir = a.data_dir or default_data_dir()
+    with tempfile.TemporaryDirectory(dir=a.out.parent if a.out.parent.exists() else None) as td:
+        tmp = Path(td) / a.out.name
+        tmp.mkdir()
+        if a.task == "sentiment":
+            from training.sentiment.export import export_sentiment
+
+            meta = export_sentiment(a.run, tmp, data_dir, version=a.version, quantize=a.quantize)
+        else:
+            from training.translation.export import export_translation
+
+            meta = export_translation(a.run, tmp, data_dir, version=a.version, baseline_run=a.baseline_run)
+        install(tmp, a.out)
+    print(json.dumps({k: meta[k] for k in ("name", "version", "metrics", "parity")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

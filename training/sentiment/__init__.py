@@ -1,0 +1,1 @@
+"""IMDB sentiment: data, model, training."""

@@ -1,0 +1,1 @@
+"""Multi30k translation: data, subwords, attention seq2seq, training, evaluation."""

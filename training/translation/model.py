@@ -1,0 +1,125 @@
+"""Encoder-decoder with additive (Bahdanau) attention.
+
+Encoder: embedding -> bidirectional LSTM (GRU selectable) -> states H [B, S, 2He]; the attention
+keys W_k H [B, S, A] are computed once per sentence, and the decoder's initial state comes from
+the final encoder states.
+
+Decoder step (Bahdanau et al., 2015): score the keys against the previous decoder state, take
+the context, feed [y_{t-1}; context] to an LSTM cell, then a readout
+tanh(W_o [s_t; context; y_{t-1}]) projected on the (tied) target embeddings.
+
+`attention=False` gives the baseline of the same size: the context is the fixed final encoder
+state at every step (Cho et al., 2014).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.rnn import BiRNN, length_mask
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    src_vocab: int = 8000
+    tgt_vocab: int = 8000
+    joint_vocab: bool = True  # one SentencePiece model for both sides (chosen by validation)
+    embed_dim: int = 256
+    enc_hidden: int = 256  # per direction
+    dec_hidden: int = 512
+    attn_dim: int = 256
+    cell: str = "lstm"  # encoder cell, "lstm" or "gru"; the decoder is an LSTM
+    attention: bool = True  # False: the no-attention baseline
+    dropout: float = 0.3
+    tie_embeddings: bool = True  # output projection = target embedding matrix
+    share_embeddings: bool = True  # with a joint vocabulary, encoder and decoder share one table
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TranslationConfig:
+        return cls(**d)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TranslationConfig, embed: nn.Embedding):
+        super().__init__()
+        self.embed = embed
+        self.rnn = BiRNN(cfg.cell, cfg.embed_dim, cfg.enc_hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.key = nn.Linear(2 * cfg.enc_hidden, cfg.attn_dim, bias=False)
+        self.init_h = nn.Linear(2 * cfg.enc_hidden, cfg.dec_hidden)
+        self.init_c = nn.Linear(2 * cfg.enc_hidden, cfg.dec_hidden)
+
+    def forward(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """src [B, S], lengths [B] -> states [B,S,2He], keys [B,S,A], h0 [B,Hd], c0 [B,Hd], summary [B,2He]."""
+        states, last = self.rnn(self.drop(self.embed(src)), lengths)
+        states = self.drop(states)
+        return states, self.key(states), torch.tanh(self.init_h(last)), self.init_c(last), last
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TranslationConfig, embed: nn.Embedding):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = embed
+        ctx = 2 * cfg.enc_hidden
+        self.query = nn.Linear(cfg.dec_hidden, cfg.attn_dim, bias=True)
+        self.v = nn.Linear(cfg.attn_dim, 1, bias=False)
+        self.cell = nn.LSTMCell(cfg.embed_dim + ctx, cfg.dec_hidden)
+        self.readout = nn.Linear(cfg.dec_hidden + ctx + cfg.embed_dim, cfg.embed_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.embed_dim, cfg.tgt_vocab)
+        if cfg.tie_embeddings:
+            self.out.weight = embed.weight
+
+    def attend(self, h: Tensor, states: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """h [N,Hd], states [N,S,C], keys [N,S,A], mask [N,S] bool -> context [N,C], weights [N,S]."""
+        e = self.v(torch.tanh(keys + self.query(h).unsqueeze(1))).squeeze(2)
+        a = torch.softmax(e.masked_fill(~mask, -1e9), dim=1)
+        return torch.bmm(a.unsqueeze(1), states).squeeze(1), a
+
+    def forward(self, prev: Tensor, h: Tensor, c: Tensor, states: Tensor, keys: Tensor, mask: Tensor,
+                summary: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One step. prev [N] -> readout [N,E] (pre-projection), h', c' [N,Hd], attention [N,S]."""
+        y = self.drop(self.embed(prev))
+        if self.cfg.attention:
+            ctx, a = self.attend(h, states, keys, mask)
+        else:
+            ctx, a = summary, mask.to(states.dtype) / mask.sum(1, keepdim=True).to(states.dtype)
+        h, c = self.cell(torch.cat([y, ctx], dim=1), (h, c))
+        r = torch.tanh(self.readout(torch.cat([h, ctx, y], dim=1)))
+        return self.drop(r), h, c, a
+
+    def log_probs(self, readout: Tensor) -> Tensor:
+        return F.log_softmax(self.out(readout), dim=-1)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: TranslationConfig):
+        super().__init__()
+        if cfg.share_embeddings and (not cfg.joint_vocab or cfg.src_vocab != cfg.tgt_vocab):
+            raise ValueError("share_embeddings needs a joint vocabulary")
+        self.cfg = cfg
+        tgt_embed = nn.Embedding(cfg.tgt_vocab, cfg.embed_dim, padding_idx=0)
+        src_embed = tgt_embed if cfg.share_embeddings else nn.Embedding(cfg.src_vocab, cfg.embed_dim, padding_idx=0)
+        nn.init.normal_(tgt_embed.weight, std=cfg.embed_dim**-0.5)
+        self.encoder = Encoder(cfg, src_embed)
+        self.decoder = Decoder(cfg, tgt_embed)
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing. src [B,S], tgt_in [B,T] (BOS-prefixed) -> logits [B,T,V]."""
+        states, keys, h, c, summary = self.encoder(src, src_len)
+        mask = length_mask(src_len, src.shape[1])
+        outs = []
+        for t in range(tgt_in.shape[1]):
+            r, h, c, _ = self.decoder(tgt_in[:, t], h, c, states, keys, mask, summary)
+            outs.append(r)
+        return self.decoder.out(torch.stack(outs, dim=1))

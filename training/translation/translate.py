@@ -1,0 +1,65 @@
+"""Translate with a PyTorch Seq2Seq through the shared numpy search (service.decoding).
+
+The same search runs over the ONNX step in the service, so PyTorch-vs-ONNX parity compares the
+models and nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from service.decoding import Hypothesis, State, beam_search, greedy_search, max_lengths
+from service.subword import BOS_ID, EOS_ID, PAD_ID
+from training.rnn import length_mask
+from training.translation.model import Seq2Seq
+
+
+def pad_batch(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lens = np.array([max(1, len(s)) for s in seqs], dtype=np.int64)
+    ids = np.full((len(seqs), int(lens.max())), PAD_ID, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+    return ids, lens
+
+
+class TorchStepper:
+    """encode() and step() of a Seq2Seq, numpy in and out."""
+
+    def __init__(self, model: Seq2Seq):
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def encode(self, ids: np.ndarray, lens: np.ndarray) -> tuple[State, State]:
+        src, sl = torch.from_numpy(ids), torch.from_numpy(lens)
+        states, keys, h, c, summary = self.model.encoder(src, sl)
+        mask = length_mask(sl, src.shape[1])
+        memory = {"states": states.numpy(), "keys": keys.numpy(), "mask": mask.numpy(), "summary": summary.numpy()}
+        return {"h": h.numpy(), "c": c.numpy()}, memory
+
+    @torch.no_grad()
+    def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
+        t = torch.from_numpy
+        r, h, c, a = self.model.decoder(t(tokens), t(state["h"]), t(state["c"]), t(memory["states"]),
+                                        t(memory["keys"]), t(memory["mask"]), t(memory["summary"]))
+        return self.model.decoder.log_probs(r).numpy(), {"h": h.numpy(), "c": c.numpy()}, a.numpy()
+
+
+def translate_ids(stepper, src: list[list[int]], *, beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+                  max_ratio: float = 1.5, max_extra: int = 10, max_cap: int = 200, n_best: int = 1) -> list[list[Hypothesis]]:
+    """Batched translation of id sequences (sorted by length inside, returned in input order)."""
+    order = np.argsort([len(s) for s in src], kind="stable")
+    out: list[list[Hypothesis] | None] = [None] * len(src)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids, lens = pad_batch([src[i] for i in idx])
+        state, memory = stepper.encode(ids, lens)
+        ml = max_lengths(lens, max_ratio, max_extra, max_cap)
+        if beam_size == 1:
+            hyps = [[h] for h in greedy_search(stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)]
+        else:
+            hyps = beam_search(stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml,
+                               beam_size=beam_size, alpha=alpha, n_best=n_best)
+        for i, h in zip(idx, hyps, strict=True):
+            out[i] = h
+    return out  # type: ignore[return-value]
