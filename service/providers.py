@@ -54,11 +54,23 @@ def threads_per_session(workers: int, sessions_per_worker: int = 1, cores: int |
     return max(1, cores // max(1, workers * sessions_per_worker))
 
 
+_cuda_failed = False  # once CUDA failed in this process, auto mode stops retrying (and logging) it
+
+
 def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on the chosen device, and the provider it actually runs on."""
+    global _cuda_failed
     providers = requested_providers(device)
-    sess = ort.InferenceSession(str(path), sess_options=session_options(intra_threads), providers=providers)
+    if device == "auto" and _cuda_failed:
+        providers = [CPU]
+    if providers[0] == CUDA:
+        ort.set_default_logger_severity(4)  # ORT's own loader errors: we report the outcome ourselves
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=session_options(intra_threads), providers=providers)
+    finally:
+        ort.set_default_logger_severity(2)
     actual = sess.get_providers()[0]
+    _cuda_failed = _cuda_failed or (providers[0] == CUDA and actual != CUDA)
     if providers[0] == CUDA and actual != CUDA:
         if device == "cuda":
             raise ProviderError(f"--device cuda: the CUDA provider could not be created for {path.name} (no GPU or CUDA libraries?)")

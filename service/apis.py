@@ -1,0 +1,180 @@
+"""The two LitAPIs: one per model family. Each loads and verifies its artifacts in `setup()`
+(inside the inference worker process), warms up, and then serves dynamic batches.
+
+Request flow: HTTP -> schema validation (API process) -> LitServe queue -> worker:
+decode_request -> batch -> predict (tokenize, sort by length, ONNX, decode) -> unbatch ->
+encode_response -> HTTP.
+"""
+
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import numpy as np
+from fastapi import HTTPException
+
+from service import metrics as M
+from service.artifacts import find_artifacts
+from service.providers import Device, threads_per_session
+from service.schemas import (
+    ModelRef,
+    SentimentRequest,
+    SentimentResponse,
+    SentimentResult,
+    TranslateRequest,
+    TranslateResponse,
+    TranslateResult,
+)
+
+log = logging.getLogger("service.worker")
+
+
+class _Base(ls.LitAPI):
+    endpoint = ""
+
+    def __init__(self, *, models_dir: Path, device: Device, threads: int, workers: int, state_dir: Path,
+                 max_batch_size: int, batch_timeout: float, log_level: str = "info"):
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=f"/v1/{self.endpoint}")
+        self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
+        # Every worker of both families runs one session at a time: share the cores among them.
+        self.threads = threads or threads_per_session(workers, sessions_per_worker=2)
+        self.log_level = log_level
+
+    def _setup_logging(self) -> None:
+        from service import logs
+
+        logs.configure(self.log_level)
+
+    def _report(self, models: list[dict[str, Any]]) -> None:
+        """Tell the HTTP process (for /info) what this worker loaded and on which provider."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        status = {"endpoint": self.endpoint, "pid": os.getpid(), "threads": self.threads, "models": models}
+        tmp = self.state_dir / f".{self.endpoint}-{os.getpid()}.json"
+        tmp.write_text(json.dumps(status))
+        tmp.replace(self.state_dir / f"{self.endpoint}-{os.getpid()}.json")
+        for m in models:
+            M.MODEL_INFO.labels(m["name"], m["version"], m["provider"]).set(1)
+
+    def batch(self, inputs: list) -> list:
+        return inputs
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def _observe(self, reqs: list, n_texts: int, started: float) -> None:
+        for r in reqs:
+            M.QUEUE_WAIT.labels(self.endpoint).observe(max(0.0, started - r._received_at))
+        M.BATCH_SIZE.labels(self.endpoint).observe(len(reqs))
+        M.BATCH_TEXTS.labels(self.endpoint).observe(n_texts)
+
+
+class SentimentAPI(_Base):
+    endpoint = "sentiment"
+
+    def setup(self, device: str) -> None:
+        from service.sentiment_model import SentimentModel
+
+        self._setup_logging()
+        self.model = SentimentModel(self.models_dir / "sentiment", device=self.device, threads=self.threads)
+        self.model.check_golden()
+        self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
+        self.ref = ModelRef(name=self.model.name, version=self.model.version)
+        self._report([{"name": self.model.name, "version": self.model.version, "provider": self.model.provider,
+                       "task": "sentiment", "metrics": self.model.meta.get("metrics", {}), "file": self.model.model_file}])
+
+    def decode_request(self, request: SentimentRequest) -> SentimentRequest:
+        return request
+
+    def predict(self, x: SentimentRequest | list[SentimentRequest]) -> Any:
+        reqs = x if isinstance(x, list) else [x]
+        started = time.time()
+        texts = [t for r in reqs for t in r.texts]
+        enc = self.model.encode(texts)
+        probs = _softmax(self.model.logits(enc))
+        self._observe(reqs, len(texts), started)
+        M.TOKENS.labels(self.endpoint, "input").inc(enc.tokens)
+        M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
+        out, k = [], 0
+        labels = self.model.labels
+        for r in reqs:
+            out.append([{"label": labels[int(p.argmax())], "score": float(p.max()),
+                         "probabilities": {labels[j]: float(p[j]) for j in range(len(labels))}} for p in probs[k : k + len(r.texts)]])
+            k += len(r.texts)
+        return out if isinstance(x, list) else out[0]
+
+    def encode_response(self, output: list[dict]) -> SentimentResponse:
+        return SentimentResponse(model=self.ref, results=[SentimentResult(**o) for o in output])
+
+
+class TranslateAPI(_Base):
+    endpoint = "translate"
+
+    def setup(self, device: str) -> None:
+        from service.translation_model import TranslationModel
+
+        self._setup_logging()
+        self.models = {}
+        for name, folder in find_artifacts(self.models_dir).items():
+            if name.startswith("translate-"):
+                tm = TranslationModel(folder, device=self.device, threads=self.threads)
+                tm.check_golden()
+                tm.translate(["warm-up sentence for the decoder ."], beam_size=2)
+                self.models[tm.pair] = tm
+        self._report([{"name": m.name, "version": m.version, "provider": m.provider, "task": "translation",
+                       "pair": p, "metrics": m.meta.get("metrics", {})} for p, m in self.models.items()])
+
+    def decode_request(self, request: TranslateRequest) -> TranslateRequest:
+        return request
+
+    def predict(self, x: TranslateRequest | list[TranslateRequest]) -> Any:
+        reqs = x if isinstance(x, list) else [x]
+        started = time.time()
+        # Requests that share a pair and search settings are decoded together, in one beam search.
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, r in enumerate(reqs):
+            groups[(r.source_lang, r.target_lang, r.beam_size, r.n_best or 1, r.max_length)].append(i)
+        out: list[Any] = [None] * len(reqs)
+        n_texts = 0
+        for (src, tgt, beam, n_best, max_len), idx in groups.items():
+            pair = f"{src}-{tgt}"
+            tm = self.models.get(pair)
+            if tm is None:  # the HTTP process validated against the same folder; only a race gets here
+                raise HTTPException(422, f"unsupported language pair {pair}; supported: {', '.join(self.models)}")
+            texts = [t for i in idx for t in reqs[i].texts]
+            n_texts += len(texts)
+            src_ids = tm.encode_texts(texts)
+            steps0 = tm.stepper.steps
+            hyps = tm.translate_ids(src_ids, beam_size=beam, n_best=n_best, max_length=max_len)
+            M.DECODE_STEPS.labels(pair).inc(tm.stepper.steps - steps0)
+            M.TOKENS.labels(self.endpoint, "input").inc(sum(map(len, src_ids)))
+            M.TOKENS.labels(self.endpoint, "output").inc(sum(len(h[0].tokens) for h in hyps))
+            k = 0
+            for i in idx:
+                res = []
+                for _ in reqs[i].texts:
+                    best = hyps[k][0]
+                    item: dict[str, Any] = {"translation": tm.detok(best), "score": round(best.score, 5)}
+                    if n_best > 1:
+                        item["alternatives"] = [{"translation": tm.detok(h), "score": round(h.score, 5)} for h in hyps[k][1:]]
+                    if reqs[i].return_alignments:
+                        item["alignments"] = tm.alignment(src_ids[k], best)
+                    res.append(item)
+                    k += 1
+                out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res}
+        self._observe(reqs, n_texts, started)
+        M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
+        return out if isinstance(x, list) else out[0]
+
+    def encode_response(self, output: dict) -> TranslateResponse:
+        return TranslateResponse(model=ModelRef(**output["model"]), results=[TranslateResult(**r) for r in output["results"]])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
