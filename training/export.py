@@ -46,18 +46,24 @@ def git_commit() -> str:
 
 def onnx_export(module: nn.Module, args: tuple, path: Path, *, inputs: list[str], outputs: list[str],
                 dynamic: dict[str, dict[int, str]]) -> None:
-    """torch.onnx (dynamo) export with named inputs/outputs and named dynamic axes."""
-    dims: dict[str, torch.export.Dim] = {}
-    shapes = {}
-    for name in inputs:
-        axes = dynamic.get(name, {})
-        shapes[name] = {ax: dims.setdefault(d, torch.export.Dim(d, min=1)) for ax, d in axes.items()} or None
+    """torch.onnx export with named inputs/outputs and named dynamic axes (`dynamic` covers both).
+
+    The TorchScript exporter (dynamo=False) is used on purpose: in torch 2.13 the dynamo exporter
+    specializes a dynamic axis to its example size when a second model is exported in the same
+    process (seen with the encoder after the sentiment model), which would silently ship a model
+    that only accepts one source length. The TorchScript path emits native LSTM nodes and honours
+    every dynamic axis; the parity gates check the result either way.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET, input_names=inputs,
-                                 output_names=outputs, dynamic_shapes=shapes, verbose=False)
-    prog.save(str(path))
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
     onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    for value in model.graph.input:
+        for ax, name in dynamic.get(value.name, {}).items():
+            if value.type.tensor_type.shape.dim[ax].dim_param != name:
+                raise ParityError(f"{path.name}: input {value.name} axis {ax} is not dynamic ({name})")
 
 
 def op_types(path: Path) -> set[str]:

@@ -89,7 +89,7 @@ def export_sentiment(run: Path, out: Path, data_dir: Path, *, version: str | Non
     onnx_path = out / MODEL_FILE
     ex_ids, ex_lens = make_batch([[5, 6, 7, 8], [9, 10]], [0, 1])
     onnx_export(model, (ex_ids, ex_lens), onnx_path, inputs=["ids", "lengths"], outputs=["logits"],
-                dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}})
+                dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
     ops = op_types(onnx_path)
     native = "LSTM" if model.cfg.cell == "lstm" else "GRU"
     if native not in ops or ops & {"Loop", "Scan"}:

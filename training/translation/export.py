@@ -59,7 +59,9 @@ def export_onnx(model: Seq2Seq, out: Path) -> None:
     src, sl = torch.from_numpy(ids), torch.from_numpy(lens)
     onnx_export(EncoderExport(model), (src, sl), out / ENCODER, inputs=["src_ids", "src_lengths"],
                 outputs=["enc_states", "enc_keys", "h0", "c0"],
-                dynamic={"src_ids": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"}})
+                dynamic={"src_ids": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"},
+                         "enc_states": {0: "batch", 1: "src_len"}, "enc_keys": {0: "batch", 1: "src_len"},
+                         "h0": {0: "batch"}, "c0": {0: "batch"}})
     with torch.no_grad():
         states, keys, h, c, _ = model.encoder(src, sl)
     mask = torch.arange(src.shape[1])[None] < sl[:, None]
@@ -69,7 +71,8 @@ def export_onnx(model: Seq2Seq, out: Path) -> None:
                 outputs=["log_probs", "h_out", "c_out", "attention"],
                 dynamic={"prev_tokens": {0: "rows"}, "h": {0: "rows"}, "c": {0: "rows"},
                          "enc_states": {0: "rows", 1: "src_len"}, "enc_keys": {0: "rows", 1: "src_len"},
-                         "src_mask": {0: "rows", 1: "src_len"}})
+                         "src_mask": {0: "rows", 1: "src_len"}, "log_probs": {0: "rows"}, "h_out": {0: "rows"},
+                         "c_out": {0: "rows"}, "attention": {0: "rows", 1: "src_len"}})
     del cfg
 
 

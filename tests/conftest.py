@@ -1,0 +1,149 @@
+"""Shared fixtures: synthetic data, tiny models trained and exported through the real training
+and export code, and the real server started as a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.synthetic import write_imdb, write_multi30k
+
+ROOT = Path(__file__).resolve().parent.parent
+# Tiny models train fastest on one thread; more only fight over the cores (and with the server).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_imdb(root)
+    write_multi30k(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(data_dir, tmp_path_factory) -> Path:
+    from training.sentiment.model import SentimentConfig
+    from training.sentiment.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("sentiment-run")
+    cfg = SentimentConfig(vocab_size=500, min_freq=1, max_len=48, head_len=16, embed_dim=16, hidden_dim=16)
+    train(run, data_dir, cfg, TrainConfig(epochs=2, batch_size=32, lr=5e-3))
+    return run
+
+
+@pytest.fixture(scope="session")
+def translation_run(data_dir, tmp_path_factory) -> Path:
+    from training.translation.model import TranslationConfig
+    from training.translation.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("translation-run")
+    cfg = TranslationConfig(src_vocab=120, tgt_vocab=120, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1)
+    train(run, data_dir, cfg, TrainConfig(epochs=2, batch_size=32, lr=5e-3))
+    return run
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory, data_dir, sentiment_run, translation_run) -> Path:
+    """A models/ folder holding tiny but real exported artifacts (sentiment, en-de)."""
+    from training.sentiment.export import export_sentiment
+    from training.translation.export import export_translation
+
+    root = tmp_path_factory.mktemp("models")
+    (root / "sentiment").mkdir()
+    export_sentiment(sentiment_run, root / "sentiment", data_dir)
+    (root / "translate-en-de").mkdir()
+    export_translation(translation_run, root / "translate-en-de", data_dir)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m service` as a subprocess on a free port; logs kept for assertions."""
+
+    def __init__(self, models_dir: Path, *args: str, env: dict[str, str] | None = None, log_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"server-{self.port}.log"
+        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+               "--models-dir", str(models_dir), "--device", "cpu", *args]
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 120) -> Server:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not healthy in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:  # leftover children (inference workers) of a killed server
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def start_server(models_dir, tmp_path_factory):
+    """Factory: start_server(*flags, env=..., models=...) -> a healthy Server, stopped at session end."""
+    started: list[Server] = []
+    log_dir = tmp_path_factory.mktemp("server-logs")
+
+    def start(*args: str, env: dict[str, str] | None = None, models: Path | None = None, wait: bool = True) -> Server:
+        s = Server(models or models_dir, *args, env=env, log_dir=log_dir)
+        started.append(s)
+        return s.wait_healthy() if wait else s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server) -> Server:
+    """The default server, shared by the tests that only talk to it."""
+    return start_server("--max-batch-size", "16", "--batch-timeout", "0.01")
+
+
+@pytest.fixture
+def copy_models(models_dir, tmp_path) -> Iterator[Path]:
+    """A private, writable copy of the tiny models (for tests that corrupt artifacts)."""
+    dst = tmp_path / "models"
+    shutil.copytree(models_dir, dst)
+    yield dst
