@@ -27,22 +27,25 @@ _HTML_TAG = re.compile(r"</?[a-z][^>]{0,40}>", re.IGNORECASE)
 _TOKEN = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*|[^\w\s]|_", re.UNICODE)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 _MAX_REPEAT = re.compile(r"(\W)\1{3,}")  # "!!!!!!!" carries no more than "!!!!"
+# CJK ideographs are word characters to `re`, but the script puts no spaces between words: split them.
+_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
 
 
 def normalize(text: str) -> str:
     """NFKC-normalize, drop HTML breaks/tags and control characters, lowercase."""
-    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_APOSTROPHES)  # before NFKC, which turns "\u00b4" into " \u0301"
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)  # and after: NFKC makes "`" of "\uff40"
     text = _HTML_BREAK.sub(" ", text)
     text = _HTML_TAG.sub(" ", text)
-    text = text.translate(_APOSTROPHES)
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    # Control/format characters separate words; emoji variation selectors (invisible) go.
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text if not "\ufe00" <= ch <= "\ufe0f")
     text = _MAX_REPEAT.sub(r"\1\1\1\1", text)
     return text.lower()
 
 
 def tokenize(text: str) -> list[str]:
     """Split normalized text into word and punctuation tokens."""
-    return _TOKEN.findall(normalize(text))
+    return _TOKEN.findall(_CJK.sub(r" \1 ", normalize(text)))
 
 
 class Vocab:

@@ -6,6 +6,7 @@ beside the project when it exists, else `./data`. Missing datasets are downloade
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import tempfile
@@ -27,14 +28,22 @@ def download(url: str, dest: Path, *, desc: str | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - URLs are our constants or test servers
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with (
-            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp,
-            tqdm(total=total, unit="B", unit_scale=True, desc=desc or dest.name) as bar,
-        ):
-            while chunk := resp.read(1 << 16):
-                tmp.write(chunk)
-                bar.update(len(chunk))
-    shutil.move(tmp.name, dest)
+        fd, name = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+        tmp, got = Path(name), 0
+        try:
+            with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=desc or dest.name) as bar:
+                while chunk := resp.read(1 << 16):
+                    f.write(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+            # http.client ends a body the server cut short without an error: check the length, or a
+            # truncated archive would be installed in place and never fetched again.
+            if total is not None and got != total:
+                raise OSError(f"download of {url} incomplete: {got} of {total} bytes")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    shutil.move(tmp, dest)
     return dest
 
 

@@ -154,6 +154,7 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
             torch.save({k: ck[k] for k in ("model", "config", "train_config", "vocab", "state")}, out / "best.pt")
         torch.save(ck, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
+        (out / "history.json").write_text(json.dumps(state["history"], indent=2))
     report = {"config": cfg.to_dict(), "train_config": dataclasses.asdict(tcfg), "history": state["history"],
               "best_val_acc": state["best_acc"], "train_seconds": round(state["train_seconds"], 1),
               "epochs_run": state["epoch"], "vocab_size": len(vocab)}

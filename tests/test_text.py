@@ -1,0 +1,210 @@
+"""Tokenizers shared by training and the service: service.text (sentiment words + vocabulary,
+head+tail truncation) and service.subword (SentencePiece for translation)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import sentencepiece as spm
+
+from service.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Subword, clean, train_sentencepiece
+from service.text import PAD, UNK, Vocab, normalize, tokenize, truncate_head_tail
+from service.text import UNK_ID as WORD_UNK_ID
+from tests.synthetic import caption
+
+# --- word tokenizer ----------------------------------------------------------------------------
+
+
+def test_module_example():
+    assert tokenize("It's <br /><br />GREAT!!") == ["it's", "great", "!", "!"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Great<br />film",
+        "Great<br/>film",
+        "Great<BR>film",
+        "Great<br >film",
+        "Great <br /><br /> film",
+        "Great<i>film</i>",
+        "<p>Great</p> <b>film</b>",
+    ],
+)
+def test_html_breaks_and_tags_become_separators(text):
+    assert tokenize(text) == ["great", "film"]
+
+
+def test_html_like_text_that_is_not_a_tag_is_kept():
+    assert tokenize("a < b > c") == ["a", "<", "b", ">", "c"]
+    assert tokenize("I <3 it") == ["i", "<", "3", "it"]
+
+
+def test_case_is_folded():
+    assert tokenize("GREAT Great gReAt great") == ["great"] * 4
+
+
+def test_punctuation_is_split_and_long_runs_capped():
+    assert tokenize("Bad, bad movie. Why?") == ["bad", ",", "bad", "movie", ".", "why", "?"]
+    assert tokenize("Wow!!!!!!!!!!") == ["wow", "!", "!", "!", "!"]  # runs capped at four
+    assert tokenize("Wow!!") == ["wow", "!", "!"]
+    assert tokenize("A well-made, low-budget film") == ["a", "well-made", ",", "low-budget", "film"]
+    assert tokenize("3.5/10") == ["3", ".", "5", "/", "10"]
+    assert tokenize("snake_case") == ["snake", "_", "case"]
+
+
+def test_unicode_is_nfkc_normalized():
+    assert tokenize("ＧＲＥＡＴ ﬁlm") == ["great", "film"]  # fullwidth letters, the "fi" ligature
+    composed, decomposed = "café", "cafe\u0301"
+    assert composed != decomposed and tokenize(composed) == tokenize(decomposed) == ["café"]
+    assert tokenize("Ünïcödé") == ["ünïcödé"]
+
+
+@pytest.mark.parametrize("apostrophe", ["'", "\u2019", "\u2018", "`", "\u00b4", "\uff40"])
+def test_apostrophe_variants_make_the_same_word(apostrophe):
+    # "\u00b4" (acute accent, 141 IMDB reviews use it so) needs mapping before NFKC, which would
+    # turn it into a space and a combining accent and split the word in three; the fullwidth
+    # grave "\uff40" becomes "`" only through NFKC, so the mapping is also needed after it.
+    assert tokenize(f"Don{apostrophe}t miss it{apostrophe}s end") == ["don't", "miss", "it's", "end"]
+
+
+def test_quotes_around_words_are_separate_tokens():
+    assert tokenize("'Quoted' rock'n'roll") == ["'", "quoted", "'", "rock'n'roll"]
+
+
+def test_control_characters_separate_words():
+    # NUL, tab, newline, NEL (\x85, common in IMDB as a cp1252 leftover), zero-width space
+    assert tokenize("good\x00bad\tugly\nnice\x85fine\u200bzero\x1b") == ["good", "bad", "ugly", "nice", "fine", "zero"]
+    assert all(ch.isprintable() for ch in normalize("a\x00b\x07c\r\nd"))
+
+
+def test_emoji_are_tokens_of_their_own():
+    assert tokenize("Great😀film 👍") == ["great", "😀", "film", "👍"]
+    assert tokenize("I ❤️ it") == tokenize("I ❤ it") == ["i", "❤", "it"]  # the variation selector is invisible
+
+
+def test_cjk_ideographs_are_tokens_of_their_own():
+    assert tokenize("这部电影很好看 great") == ["这", "部", "电", "影", "很", "好", "看", "great"]
+    assert tokenize("映画great") == ["映", "画", "great"]
+
+
+def test_empty_and_blank_text():
+    assert tokenize("") == []
+    assert tokenize("  <br /> \n\t ") == []
+
+
+# --- vocabulary --------------------------------------------------------------------------------
+
+CORPUS = [tokenize(t) for t in ["the film was great", "the plot was dull", "great acting, great film", "a dull film"]]
+
+
+def test_vocab_order_counts_then_alphabet():
+    v = Vocab.build(CORPUS, max_size=100, min_freq=1)
+    assert v.itos[:2] == [PAD, UNK]
+    # film 3, great 3, the 2, was 2, dull 2, then singletons alphabetically
+    assert v.itos[2:7] == ["film", "great", "dull", "the", "was"]
+    assert v.itos[7:] == sorted(v.itos[7:])
+
+
+def test_vocab_min_freq_and_max_size():
+    v = Vocab.build(CORPUS, max_size=100, min_freq=2)
+    assert v.itos == [PAD, UNK, "film", "great", "dull", "the", "was"]
+    assert Vocab.build(CORPUS, max_size=4, min_freq=1).itos == [PAD, UNK, "film", "great"]
+
+
+def test_vocab_build_is_reproducible():
+    shuffled = CORPUS[:]
+    random.Random(0).shuffle(shuffled)
+    a, b = Vocab.build(CORPUS, 50, 1), Vocab.build(shuffled[::-1], 50, 1)
+    assert a.itos == b.itos and a.sha256() == b.sha256()
+    assert Vocab.build(CORPUS, 5, 1).sha256() != a.sha256()
+
+
+def test_unknown_words_map_to_unk():
+    v = Vocab.build(CORPUS, 50, 1)
+    ids = v.encode(tokenize("The film was SPLENDIFEROUS"))
+    assert ids[:3] == [v.stoi["the"], v.stoi["film"], v.stoi["was"]]
+    assert ids[3] == WORD_UNK_ID == 1
+    assert 0 not in v.encode(tokenize("anything at all, even <pad>"))  # padding is never produced
+
+
+def test_vocab_save_load_roundtrip(tmp_path):
+    v = Vocab.build(CORPUS + [["ünïcödé", "😀", "电"]] * 2, 50, 2)
+    v.save(tmp_path / "vocab.json")
+    w = Vocab.load(tmp_path / "vocab.json")
+    assert w.itos == v.itos and w.sha256() == v.sha256()
+    assert w.encode(["😀", "电", "nope"]) == [v.stoi["😀"], v.stoi["电"], 1]
+
+
+def test_vocab_rejects_bad_tables():
+    with pytest.raises(ValueError, match="must start with"):
+        Vocab(["the", PAD, UNK])
+    with pytest.raises(ValueError, match="duplicate"):
+        Vocab([PAD, UNK, "a", "a"])
+
+
+# --- head + tail truncation --------------------------------------------------------------------
+
+
+def test_truncate_keeps_head_and_tail():
+    ids = list(range(100))
+    assert truncate_head_tail(ids, 10, 4) == [0, 1, 2, 3, 94, 95, 96, 97, 98, 99]
+    assert truncate_head_tail(ids, 10, 10) == list(range(10))  # head only
+    assert truncate_head_tail(ids, 100, 4) == ids  # fits: untouched
+    assert truncate_head_tail(ids[:5], 10, 4) == [0, 1, 2, 3, 4]
+    assert truncate_head_tail([], 10, 4) == []
+    for n in (11, 37, 400):
+        out = truncate_head_tail(list(range(n)), 10, 3)
+        assert len(out) == 10 and out[:3] == [0, 1, 2] and out[3:] == list(range(n - 7, n))
+
+
+# --- subword (SentencePiece) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    import random as _r
+
+    rng = _r.Random(0)
+    rows = [caption(rng) for _ in range(400)]
+    texts = [r[0] for r in rows] + [r[1] for r in rows]
+    return train_sentencepiece(texts, tmp_path_factory.mktemp("spm") / "joint", vocab_size=60)
+
+
+def test_subword_clean():
+    assert clean("  A\tdog\x00runs\n\n in ﬁelds ") == "A dog runs in fields"
+    assert clean("") == ""
+
+
+def test_subword_special_ids_and_roundtrip(spm_model):
+    sw = Subword(spm_model)
+    assert (sw.sp.pad_id(), sw.sp.unk_id(), sw.sp.bos_id(), sw.sp.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    assert 10 < len(sw) <= 60
+    for text in ["A man runs in the park.", "Ein großer hund spielt im schnee.", "  A   dog\tsits in water. "]:
+        ids = sw.encode(text)
+        assert ids and all(i > EOS_ID for i in ids)  # no specials, no unknowns: all seen in training
+        assert sw.decode(ids) == clean(text)
+        assert "".join(sw.pieces(ids)).replace("\u2581", " ").strip() == clean(text)
+    assert sw.encode_batch(["A dog.", "Ein mann."]) == [sw.encode("A dog."), sw.encode("Ein mann.")]
+
+
+def test_subword_decode_drops_specials_keeps_unknowns(spm_model):
+    sw = Subword(spm_model)
+    ids = sw.encode("A child plays.")
+    assert sw.decode([BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]) == "A child plays."
+    unk = sw.encode("A ✓ plays.")  # never seen in training
+    assert UNK_ID in unk
+    assert "\u2047" in sw.decode(unk)  # SentencePiece's visible unknown mark, not silently dropped
+
+
+def test_subword_refuses_a_model_with_other_special_ids(tmp_path):
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a man runs in the park"] * 50 + ["a dog sits"] * 50),
+        model_prefix=str(tmp_path / "default"),
+        vocab_size=20,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )  # sentencepiece defaults: unk=0 bos=1 eos=2, no pad
+    with pytest.raises(ValueError, match="special ids"):
+        Subword(tmp_path / "default.model")

@@ -1,0 +1,260 @@
+"""Translation training and export (training.translation.*): a tiny attention seq2seq trained for a
+few steps on synthetic Multi30k and pushed through the real export + parity code (conftest); the
+parity gates catching an altered model; resume; the runtime's translations and alignments."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import training.translation.export as tr_export
+import training.translation.train as tr_train
+from service.artifacts import sha256_file
+from service.subword import EOS_ID, Subword
+from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from training.export import ParityError, op_types
+from training.export import main as export_main
+from training.translation.data import load_pair
+from training.translation.export import check_search_parity, check_step_parity, load_checkpoint
+from training.translation.model import TranslationConfig
+from training.translation.train import TrainConfig, train
+from training.translation.translate import TorchStepper, translate_ids
+
+TINY = TranslationConfig(
+    src_vocab=120, tgt_vocab=120, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1
+)
+TEXTS = ["A dog runs in the park.", "A big red man plays in the snow.", "A child sits."]
+
+
+@pytest.fixture(scope="module")
+def artifact(models_dir):
+    return models_dir / "translate-en-de"
+
+
+@pytest.fixture(scope="module")
+def meta(artifact):
+    return json.loads((artifact / "metadata.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def onnx_stepper(artifact):
+    sess = [ort.InferenceSession(str(artifact / f), providers=["CPUExecutionProvider"]) for f in (ENCODER, DECODER)]
+    return OnnxStepper(*sess)
+
+
+@pytest.fixture(scope="module")
+def val_ids(artifact, data_dir):
+    src, tgt = load_pair(data_dir, "val", "en", "de")
+    return Subword(artifact / SPM_SRC).encode_batch(src), Subword(artifact / SPM_TGT).encode_batch(tgt)
+
+
+def altered(run, **noise: float):
+    """The run's model with Gaussian noise of the given scale added to the named parameters."""
+    model, _ = load_checkpoint(run)
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, scale in noise.items():
+            params[name].add_(scale * torch.randn(params[name].shape, generator=g))
+    return model
+
+
+# --- the training run --------------------------------------------------------------------------
+
+
+def test_training_run_writes_its_outputs(translation_run):
+    for name in ("last.pt", "best.pt", "history.json", "report.json", "curve.png", "spm.src.model", "spm.tgt.model"):
+        assert (translation_run / name).is_file(), name
+    report = json.loads((translation_run / "report.json").read_text())
+    assert report["epochs_run"] == 2 and [r["epoch"] for r in report["history"]] == [1, 2]
+    assert json.loads((translation_run / "history.json").read_text()) == report["history"]
+    # joint vocabulary: one SentencePiece model under both names, sized into the config
+    assert sha256_file(translation_run / "spm.src.model") == sha256_file(translation_run / "spm.tgt.model")
+    best = torch.load(translation_run / "best.pt", weights_only=False)
+    assert best["config"]["src_vocab"] == len(Subword(translation_run / "spm.src.model")) <= 120
+    assert best["state"]["best_bleu"] == max(r["val_bleu_greedy"] for r in report["history"])
+
+
+def test_interrupted_run_resumes_at_the_next_epoch_as_if_never_stopped(
+    translation_run, data_dir, tmp_path, monkeypatch, capsys
+):
+    tcfg = TrainConfig(epochs=2, batch_size=32, lr=5e-3)  # the conftest run, uninterrupted
+    real = tr_train.bucketed_batches
+
+    def power_cut(lengths, batch_size, *, shuffle, seed=0, **kw):
+        if shuffle and seed == tcfg.seed + 2:
+            raise RuntimeError("power cut during epoch 2")
+        return real(lengths, batch_size, shuffle=shuffle, seed=seed, **kw)
+
+    monkeypatch.setattr(tr_train, "bucketed_batches", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(tmp_path / "run", data_dir, TINY, tcfg)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["state"]["epoch"] == 1
+    monkeypatch.setattr(tr_train, "bucketed_batches", real)
+    resumed = train(tmp_path / "run", data_dir, TINY, tcfg)
+    assert "resumed from" in capsys.readouterr().out
+
+    def strip(h):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+
+    straight = json.loads((translation_run / "report.json").read_text())["history"]
+    assert strip(resumed["history"]) == strip(straight)
+    a = torch.load(translation_run / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and a finished run trains no further
+    assert train(tmp_path / "run", data_dir, TINY, tcfg)["history"] == resumed["history"]
+
+
+# --- the exported artifact ---------------------------------------------------------------------
+
+
+def test_onnx_encoder_has_native_lstm_nodes_and_no_loops(artifact):
+    enc = onnx.load(str(artifact / ENCODER)).graph
+    assert sum(n.op_type == "LSTM" for n in enc.node) == 2  # both directions
+    assert not (op_types(artifact / ENCODER) | op_types(artifact / DECODER)) & {"Loop", "Scan"}
+
+
+def test_onnx_interfaces_have_dynamic_batch_and_source_axes(artifact, meta):
+    def dims(path):
+        g = onnx.load(str(path)).graph
+        return {
+            v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.input, *g.output]
+        }
+
+    enc, dec = dims(artifact / ENCODER), dims(artifact / DECODER)
+    assert enc["src_ids"] == ["batch", "src_len"] and enc["src_lengths"] == ["batch"]
+    assert enc["enc_states"][:2] == enc["enc_keys"][:2] == ["batch", "src_len"]
+    assert dec["prev_tokens"] == ["rows"] and dec["src_mask"] == ["rows", "src_len"]
+    assert dec["enc_states"][:2] == dec["enc_keys"][:2] == ["rows", "src_len"]
+    assert dec["h"][0] == dec["c"][0] == dec["log_probs"][0] == "rows"
+    assert dec["attention"] == ["rows", "src_len"]
+    assert [i["name"] for i in meta["interface"]["decoder"]["inputs"]] == [
+        "prev_tokens",
+        "h",
+        "c",
+        "enc_states",
+        "enc_keys",
+        "src_mask",
+    ]
+
+
+def test_metadata_records_parity_and_every_file(artifact, meta):
+    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
+    assert step["step_max_abs_diff"] <= step["atol"] == 1e-4 and step["steps_compared"] > 0
+    assert search["sentences"] == 40 and search["identical_fraction"] >= 0.99 and search["beam_size"] == 5
+    on_disk = {p.name for p in artifact.iterdir() if p.is_file()} - {"metadata.json"}
+    assert set(meta["files"]) == on_disk >= {ENCODER, DECODER, SPM_SRC, SPM_TGT, "bleu_by_length.png"}
+    for name, digest in meta["files"].items():
+        assert sha256_file(artifact / name) == digest, name
+    assert meta["task"] == "translation" and meta["decoding"]["beam_size"] == 5
+    for split in ("validation", "test"):
+        assert {"bleu", "chrf", "bleu_lc_tok"} <= set(meta["metrics"][split]) and meta["metrics"][split]["n"] == 40
+
+
+def test_artifact_ships_the_runs_tokenizers(artifact, translation_run):
+    for name in (SPM_SRC, SPM_TGT):
+        assert sha256_file(artifact / name) == sha256_file(translation_run / name)
+
+
+def test_golden_check_passes(artifact):
+    TranslationModel(artifact).check_golden()
+
+
+def test_onnx_and_pytorch_translate_alike(artifact, translation_run):
+    tm = TranslationModel(artifact)
+    model, _ = load_checkpoint(translation_run)
+    ids = tm.encode_texts(TEXTS)
+    for beam in (1, 3):
+        ref = translate_ids(TorchStepper(model), ids, beam_size=beam, alpha=tm.alpha)
+        got = tm.translate_ids(ids, beam_size=beam)
+        assert [h[0].tokens for h in got] == [h[0].tokens for h in ref]
+        np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in ref], atol=1e-4)
+
+
+# --- the runtime: n-best and alignments --------------------------------------------------------
+
+
+def test_runtime_alignment_has_one_row_per_target_token(artifact):
+    tm = TranslationModel(artifact)
+    src = tm.encode_texts(TEXTS)
+    hyps = tm.translate(TEXTS, beam_size=4, n_best=3)
+    width = max(len(s) for s in src)  # one batch: attention is as wide as the longest source
+    for ids, hs in zip(src, hyps, strict=True):
+        assert 1 <= len(hs) <= 3 and [h.score for h in hs] == sorted((h.score for h in hs), reverse=True)
+        h = hs[0]
+        assert h.tokens, "the tiny model translates to something"
+        assert h.attention.shape == (len(h.tokens) + int(h.finished), width)
+        assert np.abs(h.attention[:, len(ids) :]).max(initial=0) < 1e-6  # padding gets no attention
+        al = tm.alignment(ids, h)
+        assert al["source_tokens"] == tm.src_tok.pieces(ids) and al["target_tokens"] == tm.tgt_tok.pieces(h.tokens)
+        w = np.asarray(al["weights"])
+        assert w.shape == (len(h.tokens), len(ids))  # the EOS row dropped, padding columns dropped
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-3)
+        assert tm.detok(h) == tm.tgt_tok.decode(h.tokens)
+
+
+def test_runtime_respects_max_length(artifact):
+    tm = TranslationModel(artifact)
+    for beam in (1, 3):
+        for h in tm.translate(TEXTS, beam_size=beam, max_length=2):
+            assert len(h[0].tokens) + int(h[0].finished) <= 2
+
+
+# --- the parity gates --------------------------------------------------------------------------
+
+
+def test_step_parity_passes_the_exported_model(translation_run, onnx_stepper, val_ids):
+    model, _ = load_checkpoint(translation_run)
+    report = check_step_parity(model, onnx_stepper, *val_ids)
+    assert report["step_max_abs_diff"] <= 1e-4 and report["steps_compared"] > 0
+
+
+@pytest.mark.parametrize(
+    "param",
+    ["decoder.cell.weight_hh", "decoder.readout.bias", "decoder.query.weight", "decoder.v.weight", "decoder.out.bias"],
+)
+def test_step_parity_fails_on_an_altered_decoder(translation_run, onnx_stepper, val_ids, param):
+    with pytest.raises(ParityError, match=r"decoder step 0: log-probs differ by .* > 0.0001"):
+        check_step_parity(altered(translation_run, **{param: 0.05}), onnx_stepper, *val_ids)
+
+
+def test_step_parity_fails_on_an_altered_encoder(translation_run, onnx_stepper, val_ids):
+    with pytest.raises(ParityError, match="differ"):
+        check_step_parity(altered(translation_run, **{"encoder.rnn.bwd.weight_hh_l0": 0.05}), onnx_stepper, *val_ids)
+
+
+def test_search_parity_fails_when_translations_differ(translation_run, onnx_stepper, val_ids):
+    model, _ = load_checkpoint(translation_run)
+    assert check_search_parity(model, onnx_stepper, val_ids[0], beam=3, alpha=0.6)["identical_fraction"] == 1.0
+    with torch.no_grad():
+        model.decoder.out.bias[EOS_ID] += 50.0  # PyTorch now stops at once; ONNX does not
+    with pytest.raises(ParityError, match=r"beam search: only 0.00% of 40 translations identical"):
+        check_search_parity(model, onnx_stepper, val_ids[0], beam=3, alpha=0.6)
+
+
+def test_export_writes_nothing_when_parity_fails(translation_run, data_dir, tmp_path, monkeypatch):
+    real = tr_export.export_onnx
+
+    def faulty_export(model, out):  # exports a decoder that differs from the checkpoint's
+        bad = copy.deepcopy(model)
+        with torch.no_grad():
+            bad.decoder.readout.weight.mul_(1.1)
+        real(bad, out)
+
+    monkeypatch.setattr(tr_export, "export_onnx", faulty_export)
+    out = tmp_path / "models" / "translate-en-de"
+    out.parent.mkdir()
+    with pytest.raises(ParityError, match="decoder step"):
+        export_main(["translation", "--run", str(translation_run), "--out", str(out), "--data-dir", str(data_dir)])
+    assert list(out.parent.iterdir()) == []
+
+
+def test_folder_is_small(artifact):
+    assert 0 < sum(p.stat().st_size for p in artifact.iterdir()) < 40e6
