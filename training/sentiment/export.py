@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def export_sentiment(run: Path, out: Path, data_dir: Path, *, version: str | Non
     runtime = SentimentModel(out)
     runtime.check_golden()
     (out / "README.md").write_text(_card(meta), encoding="utf-8")
+    for src, dst in (("curve.png", "training_curve.png"), ("pooling.png", "pooling_selection.png")):
+        if (run / src).exists():  # the pictures people look at, shipped beside the model
+            shutil.copy(run / src, out / dst)
     return write_metadata(out, meta)
 
 
