@@ -10,38 +10,83 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 .PHONY: install serve test lint format train-sentiment export-sentiment train-translation train-baseline \
         export-translation bench clean
 
+# Stamps: serving needs only the runtime dependencies; tests and training add the extras (torch).
+RUNTIME := $(VENV)/.runtime-installed
+FULL := $(VENV)/.full-installed
+
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+$(FULL): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[train,dev]'
+	touch $@ $(RUNTIME)
 
-install: $(BIN)/python  ## create .venv and install the project with its extras
+install: $(FULL)  ## create .venv and install the project with its extras (train, dev)
 
-serve: $(BIN)/python  ## serve the shipped models on port $(PORT)
+serve: $(RUNTIME)  ## serve the shipped models on port $(PORT)
 	$(BIN)/python -m service --port $(PORT)
 
-test: $(BIN)/python  ## the whole suite (unit + integration, real server over HTTP)
+test: $(FULL)  ## the whole suite (unit + integration, real server over HTTP)
 	$(BIN)/python -m pytest -q
 
-lint: $(BIN)/python
+lint: $(FULL)
 	$(BIN)/ruff check service training tests
 	$(BIN)/ruff format --check service training tests
 
-format: $(BIN)/python
+format: $(FULL)
 	$(BIN)/ruff format service training tests
 	$(BIN)/ruff check --fix service training tests
 
-train-sentiment: $(BIN)/python  ## train the IMDB model from scratch and export it to models/sentiment
+train-sentiment: $(FULL)  ## train the IMDB model from scratch and export it to models/sentiment
 	$(BIN)/python -m training.sentiment.train --out runs/sentiment $(DATA_FLAG)
 	$(BIN)/python -m training.export sentiment --run runs/sentiment --out models/sentiment --quantize $(DATA_FLAG)
 
-train-translation: $(BIN)/python  ## train PAIR=en-de|en-fr (hours; resumes) and export to models/translate-PAIR
+train-translation: $(FULL)  ## train PAIR=en-de|en-fr (hours; resumes) and export to models/translate-PAIR
 	$(BIN)/python -m training.translation.train --pair $(PAIR) --out runs/translate-$(PAIR) $(DATA_FLAG)
 	$(BIN)/python -m training.export translation --run runs/translate-$(PAIR) --out models/translate-$(PAIR) \
 	  $(if $(wildcard runs/baseline-$(PAIR)/best.pt),--baseline-run runs/baseline-$(PAIR),) $(DATA_FLAG)
 
-train-baseline: $(BIN)/python  ## the same-size model without attention (report only, not shipped)
+train-baseline: $(FULL)  ## the same-size model without attention (report only, not shipped)
 	$(BIN)/python -m training.translation.train --pair $(PAIR) --no-attention --out runs/baseline-$(PAIR) $(DATA_FLAG)
+
+# Containers and load testing (README: Deploy, Load testing). Docker builds use the host network.
+IMAGE ?= rnn-serve:latest
+BASE_IMAGE ?=
+MODELS ?= models
+SMOKE_PORT ?= 18080
+CUDA_BASE_IMAGE ?= nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+URL ?= http://127.0.0.1:$(PORT)
+ENDPOINT ?= sentiment
+LOAD ?= --concurrency 8
+DURATION ?= 30
+LOADTEST_OUT ?= runs/loadtest/$(ENDPOINT).json
+LOADTEST_FLAGS ?=
+
+.PHONY: image image-gpu smoke loadtest
+
+image:  ## build the CPU image $(IMAGE) (BASE_IMAGE=... for another Debian base)
+	docker build --network host -f deploy/Dockerfile -t $(IMAGE) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE),) .
+
+image-gpu:  ## build the CUDA image rnn-serve:gpu (onnxruntime-gpu, --device cuda)
+	docker build --network host -f deploy/Dockerfile -t rnn-serve:gpu --build-arg BASE_IMAGE=$(CUDA_BASE_IMAGE) \
+	  --build-arg ONNXRUNTIME=onnxruntime-gpu --build-arg DEVICE=cuda .
+
+smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifacts, SMOKE_PORT=18080)
+	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
+
+loadtest: $(RUNTIME)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
+	$(BIN)/python -m service.loadtest --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
+	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)
+
+BENCH_FLAGS ?=
+
+bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX (BENCH_FLAGS="--quick", "--models-dir DIR")
+	$(BIN)/python bench/serving.py $(DATA_FLAG) $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

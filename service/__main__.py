@@ -24,6 +24,7 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "threads": "ONNX Runtime threads per session (0 = cores / sessions)",
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",
     "batch_timeout": "seconds a batch waits to fill",
+    "token_budget": "padded tokens per sentiment sub-batch (batches are sorted by length and cut to this budget)",
     "max_texts": "texts per request", "max_text_chars": "characters per sentiment text",
     "max_translate_chars": "characters per text to translate", "max_payload_bytes": "request body limit",
     "max_queue": "requests in flight before 429", "request_timeout": "seconds before 504",

@@ -11,13 +11,17 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any
 
 import litserve as ls
 import numpy as np
 from fastapi import HTTPException
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
 
 from service import metrics as M
 from service.artifacts import find_artifacts
@@ -35,15 +39,57 @@ from service.schemas import (
 log = logging.getLogger("service.worker")
 
 
+class DynamicBatchLoop(BatchedLoop):
+    """LitServe's batched loop with a different way of collecting a batch.
+
+    LitServe's own polls the request queue every millisecond even when idle, and opens the batch
+    window when it starts polling, not when a request arrives. Here an idle worker blocks until a
+    request comes; the window (batch_timeout) opens then; whatever is already queued when it
+    closes is taken too (up to max_batch_size): waiting for requests that are already there
+    buys nothing.
+    """
+
+    def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Queue, transport: Any) -> tuple[list, list]:
+        try:
+            items = [request_queue.get(timeout=1.0)]
+        except Empty:
+            return [], []
+        deadline = time.monotonic() + lit_api.batch_timeout
+        while len(items) < lit_api.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                items.append(request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait())
+            except Empty:
+                break
+        payloads, timed_out = [], []
+        now = time.monotonic()
+        for item in items:
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, submitted, x = item
+            if lit_api.request_timeout not in (-1, False) and now - submitted > lit_api.request_timeout:
+                timed_out.append((response_queue_id, uid))  # answered 504 by the loop
+            else:
+                payloads.append((response_queue_id, uid, x))
+        return payloads, timed_out
+
+
 class _Base(ls.LitAPI):
     endpoint = ""
 
     def __init__(self, *, models_dir: Path, device: Device, threads: int, workers: int, state_dir: Path,
-                 max_batch_size: int, batch_timeout: float, log_level: str = "info"):
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=f"/v1/{self.endpoint}")
+                 max_batch_size: int, batch_timeout: float, token_budget: int = 2048, log_level: str = "info"):
+        with warnings.catch_warnings():  # "batch and unbatch implemented but max_batch_size not set": on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=f"/v1/{self.endpoint}",
+                             loop=DynamicBatchLoop() if max_batch_size > 1 else "auto")
         self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
         # Every worker of both families runs one session at a time: share the cores among them.
         self.threads = threads or threads_per_session(workers, sessions_per_worker=2)
+        # On CPU a BiLSTM gains little from rows beyond a few per step, and a batch padded to its
+        # longest review wastes the rest: 2048 tokens measured ~1.65x the throughput of one review
+        # per call on IMDB (the default 16384 made batches of 32 slower than single reviews).
+        self.token_budget = token_budget
         self.log_level = log_level
 
     def _setup_logging(self) -> None:
@@ -66,6 +112,20 @@ class _Base(ls.LitAPI):
 
     def unbatch(self, output: list) -> list:
         return output
+
+    def predict(self, x: Any) -> Any:
+        try:
+            return self._predict(x)
+        except HTTPException:
+            raise
+        except Exception:  # LitServe answers 500; the log line names the requests of the failed batch
+            reqs = x if isinstance(x, list) else [x]
+            log.exception("inference failed", extra={"event": "inference_failed",
+                                                     "request_id": ",".join(r._request_id for r in reqs)})
+            raise
+
+    def _predict(self, x: Any) -> Any:
+        raise NotImplementedError
 
     def _observe(self, reqs: list, n_texts: int, started: float) -> None:
         for r in reqs:
@@ -91,12 +151,12 @@ class SentimentAPI(_Base):
     def decode_request(self, request: SentimentRequest) -> SentimentRequest:
         return request
 
-    def predict(self, x: SentimentRequest | list[SentimentRequest]) -> Any:
+    def _predict(self, x: SentimentRequest | list[SentimentRequest]) -> Any:
         reqs = x if isinstance(x, list) else [x]
         started = time.time()
         texts = [t for r in reqs for t in r.texts]
         enc = self.model.encode(texts)
-        probs = _softmax(self.model.logits(enc))
+        probs = _softmax(self.model.logits(enc, token_budget=self.token_budget))
         self._observe(reqs, len(texts), started)
         M.TOKENS.labels(self.endpoint, "input").inc(enc.tokens)
         M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
@@ -132,7 +192,7 @@ class TranslateAPI(_Base):
     def decode_request(self, request: TranslateRequest) -> TranslateRequest:
         return request
 
-    def predict(self, x: TranslateRequest | list[TranslateRequest]) -> Any:
+    def _predict(self, x: TranslateRequest | list[TranslateRequest]) -> Any:
         reqs = x if isinstance(x, list) else [x]
         started = time.time()
         # Requests that share a pair and search settings are decoded together, in one beam search.
@@ -163,7 +223,9 @@ class TranslateAPI(_Base):
                     if n_best > 1:
                         item["alternatives"] = [{"translation": tm.detok(h), "score": round(h.score, 5)} for h in hyps[k][1:]]
                     if reqs[i].return_alignments:
-                        item["alignments"] = tm.alignment(src_ids[k], best)
+                        item["alignments"] = a = tm.alignment(src_ids[k], best)
+                        # float32 weights rounded to 4 places print as 0.05009999871253967: round in float64
+                        a["weights"] = np.round(np.asarray(a["weights"], dtype=np.float64), 4).tolist()
                     res.append(item)
                     k += 1
                 out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res}

@@ -110,7 +110,7 @@ class Gateway:
             try:
                 bytes(body).decode("utf-8")
             except UnicodeDecodeError as e:
-                await _reply(send, 400, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
+                await _reply(send, 422, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
                 return
             replayed = False
 

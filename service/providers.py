@@ -54,13 +54,22 @@ def threads_per_session(workers: int, sessions_per_worker: int = 1, cores: int |
     return max(1, cores // max(1, workers * sessions_per_worker))
 
 
-_cuda_failed = False  # once CUDA failed in this process, auto mode stops retrying (and logging) it
+_cuda_failed = False  # once CUDA failed in this process, auto mode stops retrying it
+_warned = False  # the fall-back to CPU is reported once per process, not once per session
+
+
+def _warn_cpu(reason: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning("--device auto: %s; running on CPU", reason)
 
 
 def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on the chosen device, and the provider it actually runs on."""
     global _cuda_failed
-    providers = requested_providers(device)
+    available = ort.get_available_providers()
+    providers = requested_providers(device, available)
     if device == "auto" and _cuda_failed:
         providers = [CPU]
     if providers[0] == CUDA:
@@ -70,9 +79,12 @@ def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.
     finally:
         ort.set_default_logger_severity(2)
     actual = sess.get_providers()[0]
-    _cuda_failed = _cuda_failed or (providers[0] == CUDA and actual != CUDA)
     if providers[0] == CUDA and actual != CUDA:
+        _cuda_failed = True
         if device == "cuda":
-            raise ProviderError(f"--device cuda: the CUDA provider could not be created for {path.name} (no GPU or CUDA libraries?)")
-        log.warning("CUDA provider unavailable for %s; running on CPU", path.name)
+            raise ProviderError(f"--device cuda: the CUDA provider could not be created for {path.name} "
+                                "(no GPU, or CUDA/cuDNN libraries missing); use --device auto or cpu")
+        _warn_cpu(f"the CUDA provider could not be created for {path.name} (no GPU, or CUDA/cuDNN libraries missing)")
+    elif device == "auto" and actual != CUDA:
+        _warn_cpu(f"this onnxruntime has no CUDA provider (available: {', '.join(available)})")
     return sess, actual

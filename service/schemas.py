@@ -43,12 +43,20 @@ def _check_texts(texts: list[str], max_chars: int) -> list[str]:
     return texts
 
 
-def _texts_schema(max_chars_attr: str):
+def _request_schema(max_chars_attr: str, example: dict[str, Any]):
+    """Schema extras filled in when the schema is generated (after the server set LIMITS): the
+    configured limits, the supported pairs, and a whole-request example."""
+
     def extra(schema: dict[str, Any]) -> None:
         props = schema.get("properties", {})
         if "texts" in props:
             props["texts"]["maxItems"] = LIMITS.max_texts
             props["texts"]["items"]["maxLength"] = getattr(LIMITS, max_chars_attr)
+        if "target_lang" in props:
+            pairs = ", ".join(LIMITS.pairs) or "none"
+            props["target_lang"]["description"] = f"target language; supported pairs (source-target): {pairs}"
+            props["source_lang"]["description"] = f"source language; supported pairs (source-target): {pairs}"
+        schema["examples"] = [example]
     return extra
 
 
@@ -60,7 +68,8 @@ class _Received(BaseModel):
 
 
 class SentimentRequest(_Received):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_texts_schema("max_text_chars"))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema(
+        "max_text_chars", {"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}))
 
     texts: list[str] = Field(..., min_length=1, description="reviews to classify",
                              examples=[["A wonderful, moving film.", "Two hours I will never get back."]])
@@ -92,7 +101,9 @@ class SentimentResponse(BaseModel):
 
 
 class TranslateRequest(_Received):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_texts_schema("max_translate_chars"))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema(
+        "max_translate_chars", {"texts": ["A man is riding a bicycle down the street."], "source_lang": "en",
+                                "target_lang": "de", "beam_size": 5}))
 
     texts: list[str] = Field(..., min_length=1, description="sentences to translate",
                              examples=[["A man is riding a bicycle down the street."]])

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Smoke test of the container image: build it, run it (read-only root, no capabilities), wait for
+# /health, send a sentiment and a translation request, check /metrics, check it runs as non-root,
+# that Docker's HEALTHCHECK turns healthy and that it stops cleanly on SIGTERM, remove it.
+# Prints the image size, the build time, the start-up time and the memory in use.
+#
+#   deploy/smoke.sh                                   # models/ of this repo, python:3.11-slim base
+#   BASE_IMAGE=local/python:3.11-bookworm MODELS=/tmp/tiny-models PORT=18080 deploy/smoke.sh
+#
+# Environment: BASE_IMAGE (default: the Dockerfile's), MODELS (folder of artifacts, default
+# models/), IMAGE (tag, default rnn-serve:smoke), PORT (default 18080), DOCKER (default docker),
+# KEEP_IMAGE=1 to keep the image afterwards (it is kept by default; set KEEP_IMAGE=0 to remove it).
+# The container uses host networking and binds 127.0.0.1 only (no bridge network is assumed).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+DOCKER=${DOCKER:-docker}
+IMAGE=${IMAGE:-rnn-serve:smoke}
+MODELS=${MODELS:-$root/models}
+PORT=${PORT:-18080}
+KEEP_IMAGE=${KEEP_IMAGE:-1}
+name=rnn-serve-smoke-$$
+url=http://127.0.0.1:$PORT
+
+say() { printf '[smoke] %s\n' "$*"; }
+fail() { printf '[smoke] FAIL: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
+json() { python3 -c "import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+
+compgen -G "$MODELS/*/metadata.json" >/dev/null \
+  || fail "no model artifacts in $MODELS (expected sentiment/ or translate-xx-yy/ with metadata.json).
+  Pass MODELS=DIR; tiny real artifacts come from the test fixtures, e.g.
+  .venv/bin/python -m pytest -q tests/test_smoke_server.py --basetemp=/tmp/rnn-fixtures && MODELS=/tmp/rnn-fixtures/models0 $0"
+if curl -fsS -m 2 "$url/health" >/dev/null 2>&1; then fail "something already answers on $url; choose another PORT"; fi
+
+# A small build context: what the image needs and the chosen models (which may live outside the repo).
+ctx=$(mktemp -d /tmp/rnn-serve-ctx.XXXX)
+cleanup() {
+  "$DOCKER" rm -f "$name" >/dev/null 2>&1 || true
+  rm -rf "$ctx"
+  if [ "$KEEP_IMAGE" = 0 ]; then "$DOCKER" image rm -f "$IMAGE" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+mkdir -p "$ctx/deploy"
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/service" "$ctx/"
+cp "$root/deploy/Dockerfile" "$root/deploy/requirements.py" "$ctx/deploy/"
+cp -rL "$MODELS" "$ctx/models"
+find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
+
+build_args=()
+[ -n "${BASE_IMAGE:-}" ] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+say "building $IMAGE from ${BASE_IMAGE:-the default base} with models from $MODELS"
+t0=$(now)
+"$DOCKER" build --network host "${build_args[@]}" -f "$ctx/deploy/Dockerfile" -t "$IMAGE" "$ctx" >"$ctx/build.log" 2>&1 \
+  || { tail -n 40 "$ctx/build.log" >&2; fail "docker build failed"; }
+build_s=$(since "$t0")
+size_bytes=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE")
+size_mb=$(python3 -c "print(round($size_bytes / 1e6))")
+say "built in ${build_s}s; image size ${size_mb} MB"
+
+t0=$(now)
+# As locked down as deploy/k8s runs it: read-only root filesystem with a writable /tmp, no capabilities.
+"$DOCKER" run -d --name "$name" --network host --read-only --tmpfs /tmp --cap-drop ALL \
+  --security-opt no-new-privileges -e RNNSERVE_PORT="$PORT" "$IMAGE" --host 127.0.0.1 --device cpu >/dev/null
+ready=""
+for _ in $(seq 1 600); do
+  if curl -fsS -m 2 "$url/health" >/dev/null 2>&1; then ready=$(since "$t0"); break; fi
+  [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$name")" = true ] || { "$DOCKER" logs "$name" 2>&1 | tail -n 30 >&2; fail "container exited"; }
+  sleep 0.2
+done
+[ -n "$ready" ] || { "$DOCKER" logs "$name" 2>&1 | tail -n 30 >&2; fail "/health not 200 within 120 s"; }
+say "/health 200 after ${ready}s (container start to ready)"
+
+uid=$("$DOCKER" exec "$name" id -u)
+[ "$uid" != 0 ] || fail "the server runs as root"
+say "runs as uid $uid"
+
+body=$(curl -fsS -m 30 -H 'Content-Type: application/json' -H 'X-Request-ID: smoke-1' \
+  -d '{"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}' "$url/v1/sentiment") \
+  || fail "POST /v1/sentiment failed"
+labels=$(json "[(r['label'], round(r['score'], 3)) for r in d['results']]" <<<"$body")
+say "sentiment: $labels"
+
+info=$(curl -fsS -m 5 "$url/info")
+pairs=$(json "' '.join(d['translation_pairs'])" <<<"$info")
+if [ -n "$pairs" ]; then
+  pair=${pairs%% *}
+  body=$(curl -fsS -m 60 -H 'Content-Type: application/json' \
+    -d "{\"texts\": [\"A man is riding a bicycle down the street.\"], \"source_lang\": \"${pair%-*}\", \"target_lang\": \"${pair#*-}\"}" \
+    "$url/v1/translate") || fail "POST /v1/translate failed"
+  out=$(json "d['results'][0]['translation']" <<<"$body")
+  say "translate $pair: $out"
+else
+  say "SKIP translate: the image holds no translation model"
+fi
+
+metrics=$(curl -fsS -m 5 "$url/metrics")
+grep -q '^rnnserve_requests_total{endpoint="sentiment",status="200"}' <<<"$metrics" || fail "/metrics lacks the sentiment request count"
+grep -q '^rnnserve_batch_size_requests_bucket' <<<"$metrics" || fail "/metrics lacks the batch-size histogram"
+say "/metrics ok ($(grep -c '^rnnserve_' <<<"$metrics") rnnserve_ samples)"
+mem=$("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$name")
+say "memory in use: $mem"
+
+healthy=""
+for _ in $(seq 1 90); do
+  status=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$name")
+  if [ "$status" = healthy ]; then healthy=$(since "$t0"); break; fi
+  sleep 1
+done
+[ -n "$healthy" ] || fail "Docker HEALTHCHECK status is '$status', not healthy"
+say "Docker HEALTHCHECK healthy after ${healthy}s"
+
+t1=$(now)
+"$DOCKER" stop -t 30 "$name" >/dev/null
+code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$name")
+[ "$code" = 0 ] || { "$DOCKER" logs "$name" 2>&1 | tail -n 20 >&2; fail "exit code $code after SIGTERM"; }
+say "stopped on SIGTERM in $(since "$t1")s with exit code 0"
+
+say "PASS image=$IMAGE size=${size_mb}MB build=${build_s}s startup=${ready}s healthy=${healthy}s memory=${mem%% /*}"

@@ -1,0 +1,337 @@
+"""Deployment files, checked offline: the Dockerfile (lint level; deploy/smoke.sh builds and runs
+it), docker-compose.yml (docker-compose config and the compose-spec schema), the Prometheus and
+Grafana configs (every metric they query is one the real server exports), and the kustomize
+manifests (rendered by kubectl, validated against the Kubernetes JSON schemas)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.settings import Settings
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.30.0"  # oldest Kubernetes the manifests are checked against (autoscaling/v2, policy/v1)
+
+
+# ----------------------------------------------------------------------------- Dockerfile
+
+def dockerfile(path: Path = DEPLOY / "Dockerfile") -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    text = re.sub(r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")))
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages(instructions: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for ins, arg in instructions:
+        if ins == "FROM":
+            name = arg.split(" AS ")[-1].strip() if " AS " in arg else str(len(out))
+            out[name] = []
+        elif out:
+            out[list(out)[-1]].append((ins, arg))
+    return out
+
+
+def test_dockerfile_is_multistage_nonroot_with_healthcheck_and_entrypoint():
+    ins = dockerfile()
+    assert ins[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    froms = [a for i, a in ins if i == "FROM"]
+    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE} AS runtime"]
+    run = stages(ins)["runtime"]
+    kinds = [i for i, _ in run]
+
+    users = [a for i, a in run if i == "USER"]
+    assert users, "the runtime stage must switch to a non-root user"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0  # numeric, so Kubernetes runAsNonRoot can verify it
+    assert kinds.index("USER") < kinds.index("ENTRYPOINT")
+
+    (health,) = [a for i, a in run if i == "HEALTHCHECK"]
+    assert "CMD" in health and "/health" in health and "curl" not in health  # no curl in the image
+    (entry,) = [a for i, a in run if i == "ENTRYPOINT"]
+    assert json.loads(entry) == ["python", "-m", "service"]
+    assert any(i == "COPY" and a == "${MODELS_DIR} /app/models" for i, a in run)
+    assert any(i == "COPY" and a.startswith("--from=build /opt/venv") for i, a in run)
+    env = " ".join(a for i, a in run if i == "ENV")
+    assert "RNNSERVE_MODELS_DIR=/app/models" in env and "RNNSERVE_DEVICE=${DEVICE}" in env
+
+    build = " ".join(f"{i} {a}" for i, a in stages(ins)["build"])
+    assert "deploy/requirements.py" in build and "pip install --no-deps ." in build
+    assert "training" not in build and "tests" not in build and "[train" not in build and "[dev" not in build
+
+
+def test_image_requirements_are_pyproject_runtime_deps_without_torch():
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ (the images use 3.11+)")
+    out = subprocess.run([sys.executable, str(DEPLOY / "requirements.py")], capture_output=True, text=True, check=True)
+    reqs = out.stdout.split()
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any(r.startswith(("torch", "onnxruntime-gpu")) for r in reqs)
+    assert [r for r in reqs if r.startswith("onnxruntime")] == ["onnxruntime>=1.20"]
+    assert set(reqs) - {"onnxruntime>=1.20"} == {d for d in deps if not d.startswith("onnxruntime")}
+    gpu = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--onnxruntime", "onnxruntime-gpu"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert gpu[-1] == "onnxruntime-gpu>=1.20" and gpu[:-1] == reqs[:-1]
+
+
+def test_dockerignore_keeps_the_context_small_but_complete():
+    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    for must in (".git", ".venv", "runs", "data", "**/__pycache__", ".pytest_cache"):
+        assert must in patterns
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path.split("/")[0], p) for p in patterns)
+
+    for needed in ("pyproject.toml", "README.md", "service/server.py", "deploy/requirements.py", "deploy/Dockerfile",
+                   "models/sentiment/model.onnx"):
+        assert not ignored(needed), needed
+
+
+def test_smoke_script_parses():
+    smoke = DEPLOY / "smoke.sh"
+    assert smoke.stat().st_mode & 0o111, "deploy/smoke.sh must be executable"
+    subprocess.run(["bash", "-n", str(smoke)], check=True)
+
+
+# ----------------------------------------------------------------------------- compose
+
+COMPOSE_FILES = [["docker-compose.yml", "docker-compose.override.yml"], ["docker-compose.yml", "deploy/compose.host.yml"]]
+
+
+def compose_config(files: list[str]) -> dict:
+    """The merged compose model (later files override earlier ones, as compose does for maps)."""
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()}}
+
+    out: dict = {}
+    for f in files:
+        out = merge(out, yaml.safe_load((ROOT / f).read_text()))
+    return out
+
+
+def compose_cli() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.parametrize("files", COMPOSE_FILES, ids=["bridge", "host"])
+def test_compose_config_validates(files):
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed (the schema test still runs)")
+    args = [a for f in files for a in ("-f", f)]
+    for profile in ([], ["--profile", "gpu"]):
+        r = subprocess.run([*cli, *args, *profile, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("files", COMPOSE_FILES, ids=["bridge", "host"])
+def test_compose_matches_the_compose_spec_schema(files):
+    schema = json.loads(resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    for f in files:
+        jsonschema.validate(yaml.safe_load((ROOT / f).read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail
+        jsonschema.validate({"services": {"x": {"depends_on": {"y": {"condition": "healthy-ish"}}}}}, schema)
+
+
+def test_compose_stack_is_wired_by_health():
+    c = compose_config(["docker-compose.yml"])
+    svc = c["services"]
+    assert set(svc) == {"rnn-serve", "rnn-serve-gpu", "prometheus", "grafana"}
+    for name, s in svc.items():
+        assert s["healthcheck"]["test"][0] == "CMD", name
+    assert "/health" in " ".join(svc["rnn-serve"]["healthcheck"]["test"])
+    assert svc["prometheus"]["depends_on"] == {"rnn-serve": {"condition": "service_healthy"}}
+    assert svc["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    assert svc["rnn-serve"]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+    gpu = svc["rnn-serve-gpu"]
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in svc["rnn-serve"]
+    (dev,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"]
+    assert gpu["build"]["args"]["ONNXRUNTIME"] == "onnxruntime-gpu" and gpu["environment"]["RNNSERVE_DEVICE"] == "cuda"
+
+    for s in svc.values():  # every mounted config exists in the repository
+        for vol in s.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), src
+
+    bridge = compose_config(COMPOSE_FILES[0])["services"]
+    assert bridge["rnn-serve"]["ports"] == ["8000:8000"] and bridge["grafana"]["ports"] == ["3000:3000"]
+    host = compose_config(COMPOSE_FILES[1])["services"]
+    assert {host[n]["network_mode"] for n in ("rnn-serve", "prometheus", "grafana")} == {"host"}
+    assert not any("ports" in s for s in host.values())  # docker-compose refuses ports with host networking
+    assert "rnn-serve:127.0.0.1" in host["prometheus"]["extra_hosts"]
+
+
+# ----------------------------------------------------------------------------- Prometheus and Grafana
+
+def dashboard() -> dict:
+    return json.loads((DEPLOY / "grafana" / "dashboards" / "rnn-serve.json").read_text())
+
+
+def queried_metrics() -> set[str]:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    return {m for e in exprs for m in re.findall(r"\brnnserve_[a-z_]+\b", e)}
+
+
+def test_prometheus_scrapes_the_compose_service():
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    port = compose_config(["docker-compose.yml"])["services"]["rnn-serve"]["environment"]["RNNSERVE_PORT"]
+    assert jobs["rnn-serve"]["metrics_path"] == "/metrics"
+    assert jobs["rnn-serve"]["static_configs"][0]["targets"] == [f"rnn-serve:{port}"]
+    assert jobs["rnn-serve-gpu"]["static_configs"][0]["targets"] == [f"rnn-serve-gpu:{port}"]
+    assert prom["rule_files"] == ["alerts.yml"]  # beside prometheus.yml, as compose mounts both
+    if shutil.which("promtool"):  # Debian's prometheus package has it; checks the config and its rules
+        r = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_grafana_provisioning_and_dashboard_shape():
+    ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    prov = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "rnn-serve.yml").read_text())
+    mounts = compose_config(["docker-compose.yml"])["services"]["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{prov['providers'][0]['options']['path']}:ro" in mounts
+
+    d = dashboard()
+    assert d["uid"] == "rnn-serve" and len({p["id"] for p in d["panels"]}) == len(d["panels"])
+    titles = " | ".join(p["title"].lower() for p in d["panels"])
+    for topic in ("request rate", "p50 / p95 / p99", "errors by status", "queue wait", "batch size", "tokens/s", "in-flight"):
+        assert topic in titles, topic
+    for p in d["panels"]:
+        assert p["datasource"]["uid"] == source["uid"]
+        assert p["targets"] and all(t["expr"].strip() for t in p["targets"])
+        assert {"x", "y", "w", "h"} <= set(p["gridPos"])
+
+
+def test_dashboard_and_alerts_query_metrics_the_server_exports(server):
+    """Every rnnserve_* series in the dashboard and the alerts exists in the real /metrics."""
+    url = server.url
+    assert httpx.post(f"{url}/v1/sentiment", json={"texts": ["A fine film."]}).status_code == 200
+    assert httpx.post(f"{url}/v1/translate", json={"texts": ["A dog runs."], "target_lang": "de"}).status_code == 200
+    big = httpx.post(f"{url}/v1/sentiment", content=b'{"texts": ["' + b"a" * 2_100_000 + b'"]}',
+                     headers={"content-type": "application/json"})
+    assert big.status_code == 413  # so that the rejected-requests counter has a series
+    exported = {s.name for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics").text) for s in fam.samples}
+    wanted = queried_metrics()
+    assert len(wanted) >= 10
+    assert wanted <= exported, sorted(wanted - exported)
+
+
+# ----------------------------------------------------------------------------- Kubernetes
+
+def kustomize(path: Path) -> list[dict]:
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl is not installed: cannot render kustomize (the Debian and Google apt packages provide it)")
+    r = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def by_kind(docs: list[dict]) -> dict[str, dict]:
+    kinds = [d["kind"] for d in docs]
+    assert len(kinds) == len(set(kinds)), kinds
+    return {d["kind"]: d for d in docs}
+
+
+@pytest.mark.parametrize("overlay", ["", "overlays/gpu"], ids=["cpu", "gpu"])
+def test_kustomize_renders_schema_valid_manifests(overlay):
+    docs = kustomize(DEPLOY / "k8s" / overlay)
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+                                          "PodDisruptionBudget"}
+    for d in docs:
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(d, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_schema_validation_can_fail():
+    deploy = next(d for d in kustomize(DEPLOY / "k8s") if d["kind"] == "Deployment")
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = ["http"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deploy, K8S_VERSION, strict=True)
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = "http"
+    deploy["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo of "resources": strict rejects it
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deploy, K8S_VERSION, strict=True)
+
+
+def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
+    k = by_kind(kustomize(DEPLOY / "k8s"))
+    dep, svc, hpa, pdb, cm = (k[n] for n in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                              "ConfigMap"))
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
+    (port,) = c["ports"]
+    assert port["containerPort"] == int(cm["data"]["RNNSERVE_PORT"]) == 8000
+
+    ctx = pod["spec"]["securityContext"]
+    user = [a for i, a in stages(dockerfile())["runtime"] if i == "USER"][-1]
+    assert ctx["runAsNonRoot"] and f"{ctx['runAsUser']}:{ctx['runAsGroup']}" == user
+    assert c["securityContext"]["readOnlyRootFilesystem"] and "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(cm["data"]["RNNSERVE_SHUTDOWN_GRACE"])
+
+    assert "replicas" not in dep["spec"]  # the HPA owns it
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+    labels = pod["metadata"]["labels"]
+    for sel in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"], dep["spec"]["selector"]["matchLabels"]):
+        assert sel.items() <= labels.items()
+    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
+
+    # every ConfigMap key is a real setting, and the values pass the service's own validation
+    for key, value in cm["data"].items():
+        assert key.startswith("RNNSERVE_") and key[9:].lower() in Settings.model_fields, key
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    assert (s.port, s.device, s.max_batch_size) == (8000, "cpu", 32)
+
+
+def test_k8s_gpu_overlay_requests_a_gpu_and_cuda():
+    k = by_kind(kustomize(DEPLOY / "k8s" / "overlays" / "gpu"))
+    (c,) = k["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["image"].endswith(":gpu")
+    assert k["ConfigMap"]["data"]["RNNSERVE_DEVICE"] == "cuda"
+    assert c["envFrom"][0]["configMapRef"]["name"] == k["ConfigMap"]["metadata"]["name"]
+    tolerations = k["Deployment"]["spec"]["template"]["spec"]["tolerations"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
+
+
+def test_makefile_targets_exist():
+    make = (ROOT / "Makefile").read_text()
+    for target in ("smoke", "loadtest"):
+        assert re.search(rf"^{target}:", make, re.M), target
+    assert "deploy/smoke.sh" in make and "service.loadtest" in make
