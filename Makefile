@@ -88,5 +88,17 @@ BENCH_FLAGS ?=
 bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX (BENCH_FLAGS="--quick", "--models-dir DIR")
 	$(BIN)/python bench/serving.py $(DATA_FLAG) $(BENCH_FLAGS)
 
+# Reliability (README: Reliability). The test suite fuzzes 150 examples per endpoint and mode; this, thousands.
+FUZZ_EXAMPLES ?= 2500
+SOAK_FLAGS ?=
+
+.PHONY: fuzz soak
+
+fuzz: $(FULL)  ## schemathesis against a real server's /openapi.json: FUZZ_EXAMPLES per endpoint and mode, and boundary values
+	RNNSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 3600 tests/test_reliability_fuzz.py
+
+soak: $(FULL)  ## 10 minutes at 70% of measured capacity on the shipped models (SOAK_FLAGS="--duration 60", "--models-dir DIR")
+	$(BIN)/python bench/soak.py $(DATA_FLAG) $(SOAK_FLAGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

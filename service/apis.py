@@ -92,10 +92,20 @@ class _Base(ls.LitAPI):
         self.token_budget = token_budget
         self.log_level = log_level
 
-    def _setup_logging(self) -> None:
+    def setup(self, device: str) -> None:
         from service import logs
 
         logs.configure(self.log_level)
+        try:
+            self._setup()
+        except Exception as e:
+            # LitServe logs the traceback; the main process reports this line (it names the file).
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / f"failed-{self.endpoint}-{os.getpid()}.txt").write_text(f"{self.endpoint} worker: {e}")
+            raise
+
+    def _setup(self) -> None:
+        raise NotImplementedError
 
     def _report(self, models: list[dict[str, Any]]) -> None:
         """Tell the HTTP process (for /info) what this worker loaded and on which provider."""
@@ -137,10 +147,9 @@ class _Base(ls.LitAPI):
 class SentimentAPI(_Base):
     endpoint = "sentiment"
 
-    def setup(self, device: str) -> None:
+    def _setup(self) -> None:
         from service.sentiment_model import SentimentModel
 
-        self._setup_logging()
         self.model = SentimentModel(self.models_dir / "sentiment", device=self.device, threads=self.threads)
         self.model.check_golden()
         self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
@@ -175,10 +184,9 @@ class SentimentAPI(_Base):
 class TranslateAPI(_Base):
     endpoint = "translate"
 
-    def setup(self, device: str) -> None:
+    def _setup(self) -> None:
         from service.translation_model import TranslationModel
 
-        self._setup_logging()
         self.models = {}
         for name, folder in find_artifacts(self.models_dir).items():
             if name.startswith("translate-"):

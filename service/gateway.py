@@ -1,9 +1,13 @@
 """The HTTP edge, in front of LitServe's routes (pure ASGI, outermost middleware).
 
 For every request: an X-Request-ID (the client's, if sane, else a new one) on the response and
-in the logs, one JSON log line, request metrics. For /v1/* additionally, before anything reaches
-a worker: API key (constant-time comparison), Content-Type, body size (413), UTF-8 validity,
-the bounded queue (429 + Retry-After) and the request deadline (504).
+in the logs, one JSON log line, request metrics, and a JSON 500 that names the request id but
+shows nothing of the error (the log has the traceback) when something inside fails. For /v1/*
+additionally, before anything reaches a worker: API key (constant-time comparison), 503 once an
+inference worker has died (the server is going down to be restarted), Content-Type, body size
+(413), the bounded queue (429 + Retry-After; a request takes its slot before its body is read,
+so at most max_queue bodies are ever held), UTF-8 validity, the request deadline (504), and a
+503 for a request still running when the SIGTERM grace period ends.
 """
 
 from __future__ import annotations
@@ -36,10 +40,23 @@ async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] |
     await send({"type": "http.response.body", "body": body})
 
 
+class ServiceState:
+    """What the HTTP process knows about its inference workers: `failure` says why it can no
+    longer serve (an inference worker died); /health and /v1/* answer 503 from then on."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+
+
+WORKER_LOST = "an inference worker died; the server is restarting: retry shortly"
+SHUTTING_DOWN = "the server is shutting down and could not finish this request within its grace period: retry"
+
+
 class Gateway:
-    def __init__(self, app: ASGIApp, settings: Settings):
+    def __init__(self, app: ASGIApp, settings: Settings, state: ServiceState | None = None):
         self.app = app
         self.s = settings
+        self.state = state or ServiceState()
         self.key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self.in_flight: Counter[str] = Counter()
 
@@ -67,6 +84,12 @@ class Gateway:
                 await self.app(scope, receive, send_)
             else:
                 await self._v1(scope, receive, send_, headers, endpoint, state)
+        except Exception:
+            # Whatever failed inside: the traceback goes to the log with the request id, never to
+            # the client (Starlette's own last-resort handler would answer without the id).
+            log.exception("unhandled error", extra={"event": "internal_error", "request_id": rid})
+            if not state["started"]:
+                await _reply(send_, 500, "internal error; the request id is in the X-Request-ID header")
         finally:
             dt = time.perf_counter() - t0
             label = endpoint if endpoint in ("sentiment", "translate") else ("other" if endpoint else path if path in ("/health", "/info", "/metrics") else "other")
@@ -74,7 +97,8 @@ class Gateway:
             if endpoint:
                 M.REQUEST_LATENCY.labels(label).observe(dt)
             if path != "/metrics" and path != "/health":
-                log.info("request", extra={"method": scope["method"], "path": path, "status": state["status"],
+                shown = path if len(path) <= 200 else f"{path[:200]}...({len(path)} characters)"
+                log.info("request", extra={"method": scope["method"], "path": shown, "status": state["status"],
                                            "duration_ms": round(dt * 1000, 2), "request_id": rid})
             REQUEST_ID.reset(token)
 
@@ -86,7 +110,12 @@ class Gateway:
                 await _reply(send, 401, "missing or wrong API key: send it in the X-API-Key header",
                              {"www-authenticate": "ApiKey"})
                 return
-        if scope["method"] == "POST":
+        if self.state.failure is not None:
+            M.REJECTED.labels(endpoint, "worker_lost").inc()
+            await _reply(send, 503, WORKER_LOST, {"retry-after": "1"})
+            return
+        post = scope["method"] == "POST"
+        if post:
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 await _reply(send, 415, f"Content-Type must be application/json (got {ctype or 'none'!r})")
@@ -96,45 +125,73 @@ class Gateway:
                 M.REJECTED.labels(endpoint, "too_large").inc()
                 await _reply(send, 413, f"request body is {declared} bytes; the limit is {self.s.max_payload_bytes}")
                 return
-            body, more = bytearray(), True
-            while more:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    return
-                body += msg.get("body", b"")
-                more = msg.get("more_body", False)
-                if len(body) > self.s.max_payload_bytes:
-                    M.REJECTED.labels(endpoint, "too_large").inc()
-                    await _reply(send, 413, f"request body exceeds the limit of {self.s.max_payload_bytes} bytes")
-                    return
-            try:
-                bytes(body).decode("utf-8")
-            except UnicodeDecodeError as e:
-                await _reply(send, 422, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
-                return
-            replayed = False
-
-            async def receive_() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": bytes(body), "more_body": False}
-                return await receive()
-        else:
-            receive_ = receive
         if self.in_flight[endpoint] >= self.s.max_queue:
+            # Full: refuse without buffering the body. It is read and dropped, chunk by chunk: a
+            # client still sending it would otherwise see the connection close, not the answer.
             M.REJECTED.labels(endpoint, "queue_full").inc()
+            if post:
+                await self._drain(receive)
             await _reply(send, 429, f"server busy: {self.s.max_queue} requests already queued; retry shortly",
                          {"retry-after": "1"})
             return
+        # The slot is taken before the body is read: at most max_queue bodies are held in memory,
+        # however many requests arrive at once.
         self.in_flight[endpoint] += 1
         M.IN_FLIGHT.labels(endpoint).inc()
         try:
+            receive_ = await self._read_body(receive, send, endpoint) if post else receive
+            if receive_ is None:  # answered (413, 422) or the client went away
+                return
             await asyncio.wait_for(self.app(scope, receive_, send), timeout=self.s.request_timeout + 5)
         except asyncio.TimeoutError:
             M.REJECTED.labels(endpoint, "timeout").inc()
             if not state["started"]:
                 await _reply(send, 504, f"request not answered within {self.s.request_timeout + 5:.0f} s; retry later")
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when the shutdown grace period (SIGTERM) ends:
+            # say so (503, retry elsewhere) rather than let uvicorn answer a bare 500.
+            M.REJECTED.labels(endpoint, "shutdown").inc()
+            if not state["started"]:
+                await _reply(send, 503, SHUTTING_DOWN, {"retry-after": "1"})
         finally:
             self.in_flight[endpoint] -= 1
             M.IN_FLIGHT.labels(endpoint).dec()
+
+    async def _read_body(self, receive: Receive, send: Send, endpoint: str) -> Receive | None:
+        """The whole body (413 past the limit, 422 if not UTF-8), replayed to the app as one message."""
+        body, more = bytearray(), True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.s.max_payload_bytes:
+                M.REJECTED.labels(endpoint, "too_large").inc()
+                await _reply(send, 413, f"request body exceeds the limit of {self.s.max_payload_bytes} bytes")
+                return None
+        try:
+            bytes(body).decode("utf-8")
+        except UnicodeDecodeError as e:
+            await _reply(send, 422, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
+            return None
+        replayed = False
+
+        async def receive_() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return receive_
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop a request body (up to the payload limit)."""
+        seen, more = 0, True
+        while more and seen <= self.s.max_payload_bytes:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            seen += len(msg.get("body", b""))
+            more = msg.get("more_body", False)

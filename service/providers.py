@@ -15,6 +15,8 @@ from typing import Literal
 
 import onnxruntime as ort
 
+from service.artifacts import ArtifactError
+
 log = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -76,6 +78,9 @@ def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.
         ort.set_default_logger_severity(4)  # ORT's own loader errors: we report the outcome ourselves
     try:
         sess = ort.InferenceSession(str(path), sess_options=session_options(intra_threads), providers=providers)
+    except Exception as e:  # a file that matches its hash but is not a model ONNX Runtime can load
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load this model file ({e}); the file is corrupt, "
+                            "truncated or not an ONNX model") from e
     finally:
         ort.set_default_logger_severity(2)
     actual = sess.get_providers()[0]

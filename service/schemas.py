@@ -8,11 +8,22 @@ artifacts present at start-up, and are also written into the OpenAPI schema.
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # The X-Request-ID of the request being parsed (set by the HTTP middleware), so that it travels
 # with the parsed request into the inference worker.
@@ -28,6 +39,34 @@ class Limits:
 
 
 LIMITS = Limits()
+
+# What str.strip() removes (str.isspace()), spelled out so that every regex engine reading the
+# OpenAPI schema agrees with the server: "\s" differs between Python, ECMA-262 and Rust (U+001C-1F).
+WHITESPACE = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NOT_BLANK = f"[^{WHITESPACE}]"  # a text must hold at least one character that is not whitespace
+
+
+def _json_int(v: Any) -> Any:
+    """An integer as JSON Schema means it: 3 or 3.0, never "3" or true (pydantic's lax mode takes both)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise PydanticCustomError("int_from_float", "Input should be a valid integer, got a number with a fractional part")
+        return int(v)
+    return v
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le]; constraints inside, so that the JSON schema says minimum/maximum."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_int)]
+
+
+def _count_texts(texts: Any) -> Any:
+    """Before each text is validated: too many texts is the one thing to say (not 10,000 errors)."""
+    if isinstance(texts, list) and len(texts) > LIMITS.max_texts:
+        raise ValueError(f"at most {LIMITS.max_texts} texts per request (got {len(texts)}); split the request")
+    return texts
 
 
 def _check_texts(texts: list[str], max_chars: int) -> list[str]:
@@ -52,10 +91,28 @@ def _request_schema(max_chars_attr: str, example: dict[str, Any]):
         if "texts" in props:
             props["texts"]["maxItems"] = LIMITS.max_texts
             props["texts"]["items"]["maxLength"] = getattr(LIMITS, max_chars_attr)
+            props["texts"]["items"]["pattern"] = NOT_BLANK
+            props["texts"]["items"]["description"] = "not empty or whitespace only"
         if "target_lang" in props:
             pairs = ", ".join(LIMITS.pairs) or "none"
+            split = [p.split("-", 1) for p in LIMITS.pairs]
+            sources, targets = sorted({s for s, _ in split}), sorted({t for _, t in split})
             props["target_lang"]["description"] = f"target language; supported pairs (source-target): {pairs}"
             props["source_lang"]["description"] = f"source language; supported pairs (source-target): {pairs}"
+            if split:
+                props["source_lang"]["enum"], props["target_lang"]["enum"] = sources, targets
+            rules: list[dict[str, Any]] = []
+            if split and len(sources) * len(targets) != len(split):  # not every combination is served: list the pairs
+                default = props["source_lang"].get("default")
+                rules.append({"anyOf": [{"properties": {"source_lang": {"const": s}, "target_lang": {"const": t}},
+                                         **({} if s == default else {"required": ["source_lang"]})} for s, t in split]})
+            # n_best <= beam_size (default 5), as alternatives: no n_best (or null), or n_best n with a beam of n or more
+            beam = props["beam_size"]
+            rules.append({"anyOf": [{"properties": {"n_best": {"type": "null"}}}] + [
+                {"properties": {"n_best": {"const": n}, "beam_size": {"minimum": n}},
+                 "required": ["n_best", "beam_size"] if n > beam["default"] else ["n_best"]}
+                for n in range(1, int(beam["maximum"]) + 1)]})
+            schema["allOf"] = rules
         schema["examples"] = [example]
     return extra
 
@@ -73,6 +130,11 @@ class SentimentRequest(_Received):
 
     texts: list[str] = Field(..., min_length=1, description="reviews to classify",
                              examples=[["A wonderful, moving film.", "Two hours I will never get back."]])
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _count(cls, v: Any) -> Any:
+        return _count_texts(v)
 
     @field_validator("texts")
     @classmethod
@@ -109,10 +171,15 @@ class TranslateRequest(_Received):
                              examples=[["A man is riding a bicycle down the street."]])
     source_lang: str = Field("en", examples=["en"])
     target_lang: str = Field(..., examples=["de"])
-    beam_size: int = Field(5, ge=1, le=8, description="1 = greedy search")
-    max_length: int | None = Field(None, ge=1, le=256, description="output subwords at most (default: 1.5 x source + 10)")
-    n_best: int | None = Field(None, ge=1, le=8, description="hypotheses returned per text (<= beam_size)")
-    return_alignments: bool = Field(False, description="attention weights of the chosen hypothesis")
+    beam_size: json_int(1, 8) = Field(5, description="1 = greedy search")
+    max_length: json_int(1, 256) | None = Field(None, description="output subwords at most (default: 1.5 x source + 10)")
+    n_best: json_int(1, 8) | None = Field(None, description="hypotheses returned per text (<= beam_size)")
+    return_alignments: StrictBool = Field(False, description="attention weights of the chosen hypothesis")
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _count(cls, v: Any) -> Any:
+        return _count_texts(v)
 
     @field_validator("texts")
     @classmethod

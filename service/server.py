@@ -10,14 +10,29 @@ used to cost a blocking round trip through that process, on the event loop for r
 /v1 routes carry no dependency (the gateway does authentication; LitServe's sync no-op
 dependency cost two thread-pool hops per request), and there is no GZip middleware (the
 responses are small JSON).
+
+And for failures and shutdown (tests/test_reliability_faults.py):
+- Only the HTTP process holds the listening socket: the main process closes its copy once the
+  HTTP process is forked, and the Manager process is started before the socket is bound (forked
+  after, it inherited a copy). When the HTTP process stops listening at SIGTERM, new connections
+  are refused at once instead of hanging, unanswered, until the last copy is closed.
+- The forked HTTP process does not inherit the main process's SIGTERM handler (uvicorn re-raises
+  the signal after its graceful shutdown; the inherited handler ran there a second time), and the
+  main process waits for its drain a little longer than the drain may last before killing it.
+- The HTTP process watches every inference worker (its process sentinel): when one dies, every
+  request waiting for an answer gets 503 at once, later /v1 requests get 503, /health says 503,
+  and the main process exits with code 3 for the orchestrator to restart it; the same when the
+  HTTP process itself dies. Nothing hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import multiprocessing.queues
 import queue
 import signal
@@ -29,12 +44,12 @@ from typing import Any
 import litserve as ls
 import litserve.server as ls_server
 import onnxruntime as ort
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from litserve.transport.base import MessageTransport
-from litserve.utils import WorkerSetupStatus
+from litserve.utils import LitAPIStatus, WorkerSetupStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -42,7 +57,7 @@ from service import __version__, logs
 from service import metrics as M
 from service.apis import SentimentAPI, TranslateAPI
 from service.artifacts import ArtifactError, find_artifacts, load_metadata
-from service.gateway import Gateway
+from service.gateway import WORKER_LOST, Gateway, ServiceState
 from service.providers import ProviderError, create_session, threads_per_session
 from service.schemas import LIMITS, ErrorResponse
 from service.settings import Settings
@@ -63,6 +78,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                          "unsupported language pair): the message says what to fix", "example": _EXAMPLE_422},
     429: {"description": "queue full: retry after Retry-After seconds",
           "example": {"detail": "server busy: 512 requests already queued; retry shortly"},
+          "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}},
+    503: {"description": "an inference worker died (the server answers what it holds with 503 and exits with code 3 "
+                         "to be restarted), or the server is shutting down and its grace period ended before this "
+                         "request was answered; retry after Retry-After seconds",
+          "example": {"detail": WORKER_LOST},
           "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}},
     504: {"description": "request not answered in time (it waited too long in the queue)",
           "example": {"detail": "request waited more than 30 s for a model worker; the server is overloaded: retry later"}},
@@ -156,18 +176,94 @@ async def _no_auth() -> None:
     """The gateway authenticates /v1/*; /health must stay open for orchestrators."""
 
 
+class _HTTPServer(ls_server._Server):
+    """LitServe's uvicorn server, run in the forked HTTP process."""
+
+    def run(self, worker_id: int, sockets=None) -> None:
+        # Forked from the main process, this process has its SIGTERM handler, which must not run
+        # here: uvicorn installs its own while serving and re-raises the signal after its graceful
+        # shutdown, which (with the default action) then ends this process.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        super().run(worker_id, sockets)
+
+
 class _LitServer(ls.LitServer):
+    state: ServiceState  # shared by the gateway, /health and the worker watch, in the HTTP process
+    manager: Any = None  # started by start_manager()
+    http_processes: list = []  # noqa: RUF012 (the forked HTTP processes, once started)
+    join_slack = 5.0  # seconds the main process waits for the HTTP process beyond its graceful timeout
+
     def setup_auth(self, lit_api: ls.LitAPI | None = None):
         return _no_auth
+
+    def _start_server(self, port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs):
+        workers = super()._start_server(port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs)
+        self.http_processes = [w for w in workers.values() if isinstance(w, mp.process.BaseProcess)]
+        if uvicorn_worker_type == "process":
+            # The HTTP processes have the listening socket. A copy kept open here would keep the
+            # port listening after they close theirs at SIGTERM: new connections would be
+            # accepted by the kernel and then hang, unanswered, until this process exits.
+            for sock in sockets:
+                sock.close()
+        # The HTTP processes drain for uvicorn_graceful_timeout; wait for them a little longer
+        # than that before killing them (LitServe joins for exactly that long).
+        self.uvicorn_graceful_timeout += self.join_slack
+        return workers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        async with super().lifespan(app):
+            loop = asyncio.get_running_loop()
+            watched = []
+            for proc in getattr(self, "inference_workers", None) or []:
+                # The sentinel is a pipe that reads as closed when the worker has exited; this
+                # process inherited it when it was forked.
+                loop.add_reader(proc.sentinel, self._worker_lost, loop, proc.sentinel, proc.pid)
+                watched.append(proc.sentinel)
+            try:
+                yield
+            finally:
+                for fd in watched:
+                    loop.remove_reader(fd)
+
+    def _worker_lost(self, loop: asyncio.AbstractEventLoop, fd: int, pid: int) -> None:
+        """In the HTTP process, on the event loop: an inference worker has exited. Its requests
+        will never be answered (and the pipes it shared may be left half-written): answer every
+        waiting request with 503 now, refuse new ones (gateway) and fail /health. The main
+        process sees the same death and shuts the server down with exit code 3."""
+        loop.remove_reader(fd)
+        if self.state.failure is None:
+            self.state.failure = f"inference worker {pid} exited"
+        waiting = [item for item in self.response_buffer.values() if not item.event.is_set()]
+        log.error(f"inference worker {pid} exited; answering {len(waiting)} waiting request(s) with 503",
+                  extra={"event": "worker_lost"})
+        for item in waiting:
+            item.response = (HTTPException(503, WORKER_LOST, headers={"Retry-After": "1"}), LitAPIStatus.ERROR)
+            item.event.set()
 
     def _register_middleware(self) -> None:
         self.middlewares = [m for m in self.middlewares if not (isinstance(m, tuple) and m[0] is GZipMiddleware)]
         super()._register_middleware()
 
+    def start_manager(self) -> None:
+        """Start the Manager process (it keeps the worker status dict and the shutdown event) now,
+        before LitServe binds the listening socket. Started where LitServe starts it, after the
+        bind, the forked Manager would inherit a copy of the socket and keep the port listening
+        after the HTTP process closes it at SIGTERM: new connections would hang, unanswered."""
+        self.manager = mp.Manager()
+
     def _init_manager(self, num_api_servers: int):
-        manager = super()._init_manager(num_api_servers)  # keeps its dict (worker status) and shutdown event
-        for path in self.litapi_request_queues:
-            self.litapi_request_queues[path] = _Queue()
+        """LitServe's, with the Manager started by start_manager() and pipes for queues."""
+        manager = self.manager or mp.Manager()
+        self.transport_config.manager = manager
+        self.transport_config.num_consumers = num_api_servers
+        self.workers_setup_status = manager.dict()
+        self._shutdown_event = manager.Event()
+        for lit_api in self.litapi_connector:
+            self.litapi_request_queues[lit_api.api_path] = _Queue()
+        if self._logger_connector._loggers:
+            self.logger_queue = manager.Queue()
+        self._logger_connector.run(self)
         self._transport = _PipeTransport([_Queue() for _ in range(num_api_servers)])
         return manager
 
@@ -218,7 +314,20 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:
             for code, r in ERROR_RESPONSES.items()}
 
 
-def _describe_routes(app) -> None:
+def _health(endpoint, state: ServiceState):
+    """LitServe's /health, answering text/plain (as documented; LitServe sends no Content-Type),
+    and 503 once an inference worker has died."""
+
+    async def health(request: Request) -> PlainTextResponse:
+        if state.failure is not None:
+            return PlainTextResponse(f"not ready: {state.failure}", status_code=503)
+        r = await endpoint(request)
+        return PlainTextResponse(r.body, status_code=r.status_code)
+
+    return health
+
+
+def _describe_routes(app, state: ServiceState) -> None:
     """Re-create LitServe's routes with their documentation: summaries, request examples, every
     error response with its schema and an example. The /v1 routes lose LitServe's no-op auth
     dependency (the gateway authenticates)."""
@@ -233,11 +342,11 @@ def _describe_routes(app) -> None:
                                  tags=["inference"], operation_id=route.path.rsplit("/", 1)[-1], responses=_error_responses(),
                                  openapi_extra={"requestBody": {"content": {"application/json": {"examples": examples}}}})
         elif route.path == "/health":
-            routes[i] = APIRoute(route.path, route.endpoint, methods=["GET"], dependencies=route.dependencies,
+            routes[i] = APIRoute(route.path, _health(route.endpoint, state), methods=["GET"], dependencies=route.dependencies,
                                  response_class=PlainTextResponse, tags=["operations"],
                                  summary="Ready: 200 once every model is loaded, verified and warmed up",
                                  responses={200: {"description": "ready", "content": {"text/plain": {"example": "ok"}}},
-                                            503: {"description": "still starting (or a worker is not ready)",
+                                            503: {"description": "still starting, or an inference worker died",
                                                   "content": {"text/plain": {"example": "not ready"}}}})
         elif route.path in ("/", "/litserve/info"):
             route.include_in_schema = False
@@ -264,7 +373,8 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
     app.description = ("Sentiment (BiLSTM, IMDB) and translation (attention seq2seq, Multi30k) over ONNX Runtime. "
                        "Errors are JSON `{\"detail\": ...}` saying what to fix; every response carries an "
                        "`X-Request-ID` (the client's, when it sent one).")
-    _describe_routes(app)
+    server.state = state = ServiceState()
+    _describe_routes(app, state)
     info_state = {"settings": settings, "state_dir": state_dir, "started": time.time(), "pairs": pairs,
                   "threads": threads}
 
@@ -281,27 +391,45 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back (it may be megabytes, or private); say where and what.
-        return JSONResponse({"detail": [_explain(e) for e in exc.errors()]}, status_code=422)
+        # Never echo the input back (it may be megabytes, or private); say where and what, for the
+        # first few errors only (64 texts of the wrong type would otherwise make 64 entries).
+        errors = exc.errors()
+        detail = [_explain(e) for e in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            detail.append({"loc": ["body"], "msg": f"and {len(errors) - MAX_ERRORS} more errors like these",
+                           "type": "more_errors"})
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
-        if exc.status_code == 504:  # LitServe: the request waited in the queue past the timeout
+        detail, status = exc.detail, exc.status_code
+        if status == 504:  # LitServe: the request waited in the queue past the timeout
             detail = (f"request waited more than {settings.request_timeout:g} s for a model worker; "
                       "the server is overloaded: retry later")
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        elif status == 400 and request.url.path.startswith("/v1/"):
+            # FastAPI's answer when json.loads fails with something other than a syntax error:
+            # nesting deeper than the parser's recursion limit, an integer of more than 4300
+            # digits. Malformed JSON is a 422 like any other (as documented), saying what is wrong.
+            cause = exc.__cause__
+            why = ("nested too deeply" if isinstance(cause, RecursionError) else
+                   "a number has too many digits" if isinstance(cause, ValueError) and "digits" in str(cause) else
+                   "it cannot be parsed")
+            return JSONResponse({"detail": [{"loc": ["body"], "type": "json_invalid",
+                                             "msg": f"request body is not valid JSON ({why}); send a JSON object such as "
+                                                    f"{_EXAMPLE_BODY}"}]}, status_code=422)
+        return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the request id is in the X-Request-ID header"}, status_code=500)
 
-    app.add_middleware(Gateway, settings=settings)
+    app.add_middleware(Gateway, settings=settings, state=state)
     return server
 
 
 _EXAMPLE_BODY = '{"texts": ["..."]}'
+MAX_ERRORS = 10  # validation errors listed in one 422
 
 
 def _explain(e: dict[str, Any]) -> dict[str, Any]:
@@ -356,26 +484,58 @@ def _info(st: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _watch_workers(server: ls.LitServer, exit_code: list[int]) -> None:
+def _setup_failures(state_dir: Path) -> str:
+    """Why inference workers failed their setup, as they reported it (naming the file)."""
+    return "; ".join(f.read_text(errors="replace") for f in sorted(Path(state_dir).glob("failed-*.txt")))
+
+
+class _ExitCode:
+    """The process's exit status, claimed once: by the watchdog or by a failed start, not both."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, code: int) -> bool:
+        with self._lock:
+            if self.value is not None:
+                return False
+            self.value = code
+            return True
+
+
+def _watch_workers(server: _LitServer, exit_code: _ExitCode, state_dir: Path) -> None:
     """If an inference worker dies, exit non-zero (the orchestrator restarts us) rather than
     report healthy while its requests hang. LitServe's own monitor cannot answer requests held by
     forked HTTP processes, so it is replaced by this one. A worker that failed its setup after
-    the HTTP server started (another family was ready first) is a start-up failure (exit 2)."""
+    the HTTP server started (another family was ready first) is a start-up failure (exit 2).
+    The HTTP process dying (killed, out of memory) is the same: nothing would serve any more."""
     try:
         while not getattr(server, "inference_workers", None):
             time.sleep(0.2)
         while not server._shutdown_event.is_set():
+            procs = [*server.inference_workers, *server.http_processes]
+            mp.connection.wait([p.sentinel for p in procs], timeout=0.5)  # wakes when one exits
+            if server._shutdown_event.is_set():  # stopping: processes exit on purpose
+                return
+            lost_http = [p for p in server.http_processes if not p.is_alive()]
+            if lost_http and exit_code.claim(EXIT_WORKER_DIED):
+                log.error("HTTP process died; shutting down to be restarted",
+                          extra={"event": "worker_died", "status": lost_http[0].exitcode})
+                server._shutdown_event.set()
+                return
             dead = [p for p in server.inference_workers if not p.is_alive()]
             if dead:
                 setup_failed = any(v == WorkerSetupStatus.ERROR for v in server.workers_setup_status.values())
-                log.error("an inference worker failed its setup; shutting down" if setup_failed else
-                          "inference worker died; shutting down to be restarted",
+                if not exit_code.claim(EXIT_STARTUP_FAILED if setup_failed else EXIT_WORKER_DIED):
+                    return  # a failed start, already reported
+                log.error(f"start-up failed: {_setup_failures(state_dir) or 'an inference worker failed its setup'}"
+                          if setup_failed else "inference worker died; shutting down to be restarted",
                           extra={"event": "startup_failed" if setup_failed else "worker_died", "status": dead[0].exitcode})
-                exit_code[0] = EXIT_STARTUP_FAILED if setup_failed else EXIT_WORKER_DIED
-                server.uvicorn_graceful_timeout = 2  # its requests will never be answered; do not wait long
+                # The HTTP process has answered what it held (503); do not wait long for it.
+                server.uvicorn_graceful_timeout = 3
                 server._shutdown_event.set()
                 return
-            time.sleep(0.5)
     except (OSError, EOFError):  # the manager went away: the server is shutting down anyway
         return
 
@@ -394,6 +554,7 @@ def _stop_workers(server: ls.LitServer) -> None:
 def run(settings: Settings, state_dir: Path) -> int:
     logs.configure(settings.log_level)
     ls_server.configure_logging = logs.configure  # LitServe reconfigures logging in run(); keep JSON lines
+    ls_server._Server = _HTTPServer  # the HTTP process's uvicorn server (signal handling)
     try:
         server = build(settings, state_dir)
         provider = check_device(settings)
@@ -404,7 +565,7 @@ def run(settings: Settings, state_dir: Path) -> int:
              extra={"event": "starting"})
     server.uvicorn_graceful_timeout = settings.shutdown_grace
     server._monitor_workers = False
-    exit_code = [0]
+    exit_code = _ExitCode()
 
     def on_term(signum, frame) -> None:
         log.info("SIGTERM: finishing accepted requests, then exiting", extra={"event": "shutdown"})
@@ -414,13 +575,15 @@ def run(settings: Settings, state_dir: Path) -> int:
             # deadlocks. Another thread has its own connection.
             threading.Thread(target=server._shutdown_event.set, daemon=True, name="sigterm").start()
 
+    server.start_manager()  # before the handler: the forked Manager must not run it
     signal.signal(signal.SIGTERM, on_term)
-    threading.Thread(target=_watch_workers, args=(server, exit_code), daemon=True, name="worker-watchdog").start()
+    threading.Thread(target=_watch_workers, args=(server, exit_code, state_dir), daemon=True, name="worker-watchdog").start()
     try:
         server.run(host=settings.host, port=settings.port, num_api_servers=1, generate_client_file=False,
                    log_level=settings.log_level, access_log=False, log_config=None)
     except RuntimeError as e:  # a worker failed in setup(): artifact, golden check or provider
-        log.error(f"start-up failed: {e}", extra={"event": "startup_failed"})
+        if exit_code.claim(EXIT_STARTUP_FAILED):  # else the watchdog saw the worker exit and said why
+            log.error(f"start-up failed: {_setup_failures(state_dir) or e}", extra={"event": "startup_failed"})
         _stop_workers(server)
         return EXIT_STARTUP_FAILED
-    return exit_code[0]
+    return exit_code.value or 0
