@@ -35,6 +35,7 @@ from service.schemas import (
     TranslateResponse,
     TranslateResult,
 )
+from service.sentiment_model import softmax
 
 log = logging.getLogger("service.worker")
 
@@ -165,7 +166,7 @@ class SentimentAPI(_Base):
         started = time.time()
         texts = [t for r in reqs for t in r.texts]
         enc = self.model.encode(texts)
-        probs = _softmax(self.model.logits(enc, token_budget=self.token_budget))
+        probs = softmax(self.model.logits(enc, token_budget=self.token_budget))
         self._observe(reqs, len(texts), started)
         M.TOKENS.labels(self.endpoint, "input").inc(enc.tokens)
         M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
@@ -243,8 +244,3 @@ class TranslateAPI(_Base):
 
     def encode_response(self, output: dict) -> TranslateResponse:
         return TranslateResponse(model=ModelRef(**output["model"]), results=[TranslateResult(**r) for r in output["results"]])
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)

@@ -12,12 +12,12 @@ from torch import Tensor, nn
 
 from service.artifacts import write_metadata
 from service.subword import BOS_ID, Subword
-from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel, pad_batch
 from training.export import ParityError, base_metadata, io_spec, onnx_export
 from training.translation.data import MULTI30K_URL, load_pair
 from training.translation.evaluate import evaluate_artifact
 from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.translate import TorchStepper, pad_batch, translate_ids
+from training.translation.translate import TorchStepper, translate_ids
 
 STEP_ATOL = 1e-4
 MIN_IDENTICAL = 0.99

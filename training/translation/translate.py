@@ -10,17 +10,10 @@ import numpy as np
 import torch
 
 from service.decoding import Hypothesis, State, beam_search, greedy_search, max_lengths
-from service.subword import BOS_ID, EOS_ID, PAD_ID
+from service.subword import BOS_ID, EOS_ID
+from service.translation_model import pad_batch
 from training.rnn import length_mask
 from training.translation.model import Seq2Seq
-
-
-def pad_batch(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lens = np.array([max(1, len(s)) for s in seqs], dtype=np.int64)
-    ids = np.full((len(seqs), int(lens.max())), PAD_ID, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-    return ids, lens
 
 
 class TorchStepper:
