@@ -147,3 +147,19 @@ def copy_models(models_dir, tmp_path) -> Iterator[Path]:
     dst = tmp_path / "models"
     shutil.copytree(models_dir, dst)
     yield dst
+
+
+@pytest.fixture(scope="session")
+def sentiment_model(models_dir):
+    """The tiny sentiment artifact loaded in-process (the runtime the server uses)."""
+    from service.sentiment_model import SentimentModel
+
+    return SentimentModel(models_dir / "sentiment")
+
+
+@pytest.fixture(scope="session")
+def translator(models_dir):
+    """The tiny en-de artifact loaded in-process."""
+    from service.translation_model import TranslationModel
+
+    return TranslationModel(models_dir / "translate-en-de")

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from service.sentiment_model import SentimentModel
-from service.translation_model import TranslationModel
 
 S, T = "/v1/sentiment", "/v1/translate"
 DE = {"target_lang": "de"}
@@ -45,16 +44,6 @@ ODD_SCRIPTS = {
     "lone surrogates": "\ud800 awful \udfff",
     "replacement char": "\ufffd\ufffd boring",
 }
-
-
-@pytest.fixture(scope="module")
-def sentiment_model(models_dir) -> SentimentModel:
-    return SentimentModel(models_dir / "sentiment")
-
-
-@pytest.fixture(scope="module")
-def translator(models_dir) -> TranslationModel:
-    return TranslationModel(models_dir / "translate-en-de")
 
 
 def post(server, path: str, body=None, *, content: bytes | None = None, ctype: str | None = "application/json") -> httpx.Response:

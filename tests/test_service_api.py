@@ -19,24 +19,12 @@ import httpx
 import numpy as np
 import pytest
 
-from service.sentiment_model import SentimentModel
-from service.translation_model import TranslationModel
 from tests.service_http import burst, inference_workers, log_records, wait_for
 
 REVIEWS = ["A wonderful, superb film. I loved it.", "Awful and boring, a waste of time.",
            "The plot was dull but the acting was brilliant.", "Great!", "<br /><br />It was really terrible."]
 SENTENCES = ["A dog runs in the park.", "A small child plays in the snow.", "A woman sits in the street.",
              "A big red dog runs in the water."]
-
-
-@pytest.fixture(scope="module")
-def sentiment_model(models_dir) -> SentimentModel:
-    return SentimentModel(models_dir / "sentiment")
-
-
-@pytest.fixture(scope="module")
-def translator(models_dir) -> TranslationModel:
-    return TranslationModel(models_dir / "translate-en-de")
 
 
 def post(server, path: str, body, **kw) -> httpx.Response:
