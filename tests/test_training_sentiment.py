@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -19,7 +20,7 @@ import training.sentiment.train as sent_train
 from service.artifacts import sha256_file
 from service.sentiment_model import SentimentModel
 from service.text import Vocab
-from training.export import ParityError, op_types
+from training.export import ParityError, onnx_export, op_types
 from training.export import main as export_main
 from training.sentiment.data import bucketed_batches, load_split, stratified_split
 from training.sentiment.export import check_sentiment_parity, load_checkpoint, parity_batch
@@ -169,6 +170,27 @@ def test_onnx_runs_other_batch_sizes_and_lengths_like_pytorch(artifact, sentimen
         got = sess.run(["logits"], {"ids": ids.numpy(), "lengths": lengths.numpy()})[0]
         assert got.shape == (len(lens), 2)
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_every_pooling_and_cell_exports_natively_and_matches_pytorch(pooling, cell, tmp_path):
+    # The shipped pooling was chosen by validation; every choice must export and agree, padded.
+    torch.manual_seed(0)
+    model = SentimentClassifier(replace(TINY, pooling=pooling, cell=cell)).eval()
+    path = tmp_path / "m.onnx"
+    ex_ids, ex_lens = make_batch([[5, 6, 7, 8], [9, 10]], [0, 1])
+    onnx_export(model, (ex_ids, ex_lens), path, inputs=["ids", "lengths"], outputs=["logits"],
+                dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
+    assert cell.upper() in op_types(path) and not op_types(path) & {"Loop", "Scan"}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(2, TINY.vocab_size, size=n).tolist() for n in (1, 9, 30, 4)]
+    ids, lengths = make_batch(seqs, list(range(len(seqs))))
+    with torch.no_grad():
+        ref = model(ids, lengths).numpy()
+    got = sess.run(["logits"], {"ids": ids.numpy(), "lengths": lengths.numpy()})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
 
 
 def test_padding_does_not_change_a_review(artifact):
