@@ -35,12 +35,12 @@ test: $(FULL)  ## the whole suite (unit + integration, real server over HTTP)
 	$(BIN)/python -m pytest -q
 
 lint: $(FULL)
-	$(BIN)/ruff check service training tests
-	$(BIN)/ruff format --check service training tests
+	$(BIN)/ruff check service training tests bench
+	$(BIN)/ruff format --check service training tests bench
 
 format: $(FULL)
-	$(BIN)/ruff format service training tests
-	$(BIN)/ruff check --fix service training tests
+	$(BIN)/ruff format service training tests bench
+	$(BIN)/ruff check --fix service training tests bench
 
 train-sentiment: $(FULL)  ## train the IMDB model from scratch and export it to models/sentiment
 	$(BIN)/python -m training.sentiment.train --out runs/sentiment $(DATA_FLAG)

@@ -95,8 +95,20 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = log_dir / f"server-{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
-               "--models-dir", str(models_dir), "--log-level", "warning", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(models_dir),
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
@@ -106,8 +118,10 @@ class ServerProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log_path}\n"
-                                   + self.log_path.read_text(errors="replace")[-2000:])
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}; log: {self.log_path}\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
             try:
                 if self.get("/health")[0] == 200:
                     return
@@ -172,7 +186,9 @@ def _encode(method: str, path: str, body: bytes | None) -> bytes:
     return head.encode() + b"\r\n" + (body or b"")
 
 
-async def _request(host: str, port: int, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
+async def _request(
+    host: str, port: int, method: str, path: str, body: bytes | None, timeout: float
+) -> tuple[int, bytes]:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
         writer.write(_encode(method, path, body))
@@ -208,9 +224,14 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int) -> 
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(bodies)} requests to {path} failed, e.g. {failures[0]}")
     lat = sorted(latencies)
-    return {"requests": len(bodies), "seconds": round(wall, 3), "throughput": len(bodies) / wall,
-            "p50_ms": 1000 * _quantile(lat, 0.50), "p99_ms": 1000 * _quantile(lat, 0.99),
-            "mean_ms": 1000 * statistics.fmean(lat)}
+    return {
+        "requests": len(bodies),
+        "seconds": round(wall, 3),
+        "throughput": len(bodies) / wall,
+        "p50_ms": 1000 * _quantile(lat, 0.50),
+        "p99_ms": 1000 * _quantile(lat, 0.99),
+        "mean_ms": 1000 * statistics.fmean(lat),
+    }
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -308,33 +329,49 @@ def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
         b, u, r, r1 = (res[k].get(ep) for k in ("batched", "unbatched", "raw", "raw_single"))
         if not (b and u and r and r1):
             continue
-        rows.append({"endpoint": ep, "concurrency": b["concurrency"], "requests": b["requests"],
-                     "batched_rps": b["throughput"], "unbatched_rps": u["throughput"], "raw_rps": r["throughput"],
-                     "raw_single_rps": r1["throughput"], "raw_batch": r["batch"],
-                     "batched_p50_ms": b["p50_ms"], "batched_p99_ms": b["p99_ms"],
-                     "unbatched_p50_ms": u["p50_ms"], "unbatched_p99_ms": u["p99_ms"],
-                     "mean_batch": b["mean_batch_requests"],
-                     "batched_cpu_ms": b["server_cpu_ms_per_request"], "unbatched_cpu_ms": u["server_cpu_ms_per_request"],
-                     "batching_speedup": b["throughput"] / u["throughput"],
-                     "raw_batching_speedup": r["throughput"] / r1["throughput"],
-                     "served_over_raw": b["throughput"] / r["throughput"]})
+        rows.append(
+            {
+                "endpoint": ep,
+                "concurrency": b["concurrency"],
+                "requests": b["requests"],
+                "batched_rps": b["throughput"],
+                "unbatched_rps": u["throughput"],
+                "raw_rps": r["throughput"],
+                "raw_single_rps": r1["throughput"],
+                "raw_batch": r["batch"],
+                "batched_p50_ms": b["p50_ms"],
+                "batched_p99_ms": b["p99_ms"],
+                "unbatched_p50_ms": u["p50_ms"],
+                "unbatched_p99_ms": u["p99_ms"],
+                "mean_batch": b["mean_batch_requests"],
+                "batched_cpu_ms": b["server_cpu_ms_per_request"],
+                "unbatched_cpu_ms": u["server_cpu_ms_per_request"],
+                "batching_speedup": b["throughput"] / u["throughput"],
+                "raw_batching_speedup": r["throughput"] / r1["throughput"],
+                "served_over_raw": b["throughput"] / r["throughput"],
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| endpoint | conc. | batched req/s | batch size 1 req/s | **batching ×** | raw req/s | **served / raw** | "
-            "p50 / p99 ms batched | p50 / p99 ms batch size 1 | mean batch | raw batching × (ceiling) | "
-            "server CPU ms/req batched / size 1 |")
+    head = (
+        "| endpoint | conc. | batched req/s | batch size 1 req/s | **batching ×** | raw req/s | **served / raw** | "
+        "p50 / p99 ms batched | p50 / p99 ms batch size 1 | mean batch | raw batching × (ceiling) | "
+        "server CPU ms/req batched / size 1 |"
+    )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ok_b = "✓" if r["batching_speedup"] >= TARGET_BATCHING else "✗"
         ok_r = "✓" if r["served_over_raw"] >= TARGET_RAW else "✗"
-        lines.append(f"| {r['endpoint']} | {r['concurrency']} | {r['batched_rps']:.1f} | {r['unbatched_rps']:.1f} | "
-                     f"**{r['batching_speedup']:.2f}×** {ok_b} | {r['raw_rps']:.1f} | **{r['served_over_raw']:.0%}** {ok_r} | "
-                     f"{r['batched_p50_ms']:.0f} / {r['batched_p99_ms']:.0f} | "
-                     f"{r['unbatched_p50_ms']:.0f} / {r['unbatched_p99_ms']:.0f} | {r['mean_batch']:.1f} | "
-                     f"{r['raw_batching_speedup']:.2f}× ({r['raw_batch']} vs 1) | "
-                     f"{r['batched_cpu_ms']:.2f} / {r['unbatched_cpu_ms']:.2f} |")
+        lines.append(
+            f"| {r['endpoint']} | {r['concurrency']} | {r['batched_rps']:.1f} | {r['unbatched_rps']:.1f} | "
+            f"**{r['batching_speedup']:.2f}×** {ok_b} | {r['raw_rps']:.1f} | **{r['served_over_raw']:.0%}** {ok_r} | "
+            f"{r['batched_p50_ms']:.0f} / {r['batched_p99_ms']:.0f} | "
+            f"{r['unbatched_p50_ms']:.0f} / {r['unbatched_p99_ms']:.0f} | {r['mean_batch']:.1f} | "
+            f"{r['raw_batching_speedup']:.2f}× ({r['raw_batch']} vs 1) | "
+            f"{r['batched_cpu_ms']:.2f} / {r['unbatched_cpu_ms']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -351,8 +388,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         vals = [r["raw_rps"], r["batched_rps"], r["raw_single_rps"], r["unbatched_rps"]]
         bars = ax.bar(names, vals, color=["#999999", "#2b6cb0", "#cccccc", "#c05621"])
         ax.bar_label(bars, fmt="%.0f")
-        ax.set_title(f"{r['endpoint']}: throughput (c={r['concurrency']})\n"
-                     f"batching {r['batching_speedup']:.1f}×, served {r['served_over_raw']:.0%} of raw")
+        ax.set_title(
+            f"{r['endpoint']}: throughput (c={r['concurrency']})\n"
+            f"batching {r['batching_speedup']:.1f}×, served {r['served_over_raw']:.0%} of raw"
+        )
         ax.set_ylabel("requests / s")
         ax.margins(y=0.15)
         ax = axes[k][1]
@@ -385,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pair", default=None, help="translation pair (default: the first the server offers)")
     p.add_argument("--warmup", type=int, default=64, help="requests sent before each measurement")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--server-arg", action="append", default=[],
-                   help="extra flag for both servers, e.g. --server-arg=--workers=2 (repeatable)")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra flag for both servers, e.g. --server-arg=--workers=2 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows each median")
     p.add_argument("--quick", action="store_true", help="a short smoke run (256 reviews, 128 sentences, 1 round)")
@@ -400,21 +443,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
 
-    pairs = sorted(p.name.removeprefix("translate-") for p in models_dir.glob("translate-*") if (p / "metadata.json").is_file())
+    pairs = sorted(
+        p.name.removeprefix("translate-") for p in models_dir.glob("translate-*") if (p / "metadata.json").is_file()
+    )
     pair = a.pair or (pairs[0] if pairs else None)
     has_sent = (models_dir / "sentiment" / "metadata.json").is_file()
     reviews = imdb_reviews(data_dir, a.reviews, a.seed) if has_sent else []
     sentences = multi30k_sentences(data_dir, pair.split("-")[0], a.sentences) if pair else []
     sent_bodies = [json.dumps({"texts": [t]}).encode() for t in reviews]
-    trans_bodies = [json.dumps({"texts": [t], "source_lang": pair.split("-")[0], "target_lang": pair.split("-")[1],
-                                "beam_size": a.beam}).encode() for t in sentences] if pair else []
+    trans_bodies = (
+        [
+            json.dumps(
+                {
+                    "texts": [t],
+                    "source_lang": pair.split("-")[0],
+                    "target_lang": pair.split("-")[1],
+                    "beam_size": a.beam,
+                }
+            ).encode()
+            for t in sentences
+        ]
+        if pair
+        else []
+    )
     extra = [*("--device", a.device), *a.server_arg]
-    print(f"{len(reviews)} IMDB test reviews (concurrency {a.sentiment_concurrency}), {len(sentences)} Multi30k test "
-          f"sentences {pair} (concurrency {a.translate_concurrency}, beam {a.beam}); models {models_dir}", flush=True)
+    print(
+        f"{len(reviews)} IMDB test reviews (concurrency {a.sentiment_concurrency}), {len(sentences)} Multi30k test "
+        f"sentences {pair} (concurrency {a.translate_concurrency}, beam {a.beam}); models {models_dir}",
+        flush=True,
+    )
 
     res: dict[str, Any] = {}
-    runs: dict[str, dict[str, list]] = {k: {"sentiment": [], "translate": []}
-                                        for k in ("batched", "unbatched", "raw", "raw_single")}
+    runs: dict[str, dict[str, list]] = {
+        k: {"sentiment": [], "translate": []} for k in ("batched", "unbatched", "raw", "raw_single")
+    }
     with tempfile.TemporaryDirectory(prefix="rnnserve-bench-") as logs:
         servers = {"batched": extra, "unbatched": [*extra, "--max-batch-size", "1"]}
         procs: dict[str, ServerProcess] = {}
@@ -425,8 +487,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, srv in procs.items():
                 srv.wait_healthy()
                 info = json.loads(srv.get("/info")[1])
-                res[name] = {"server_args": servers[name], "info": {k: info[k] for k in ("runtime", "batching")},
-                             "models": [{k: m.get(k) for k in ("name", "version", "providers", "pair")} for m in info["models"]]}
+                res[name] = {
+                    "server_args": servers[name],
+                    "info": {k: info[k] for k in ("runtime", "batching")},
+                    "models": [{k: m.get(k) for k in ("name", "version", "providers", "pair")} for m in info["models"]],
+                }
             info = res["batched"]["info"]
             threads = int(info["runtime"]["threads_per_session"])
             providers = {p for m in res["batched"]["models"] for p in (m["providers"] or [])}
@@ -452,21 +517,29 @@ def main(argv: list[str] | None = None) -> int:
                 if texts:
                     raw_run(endpoint, texts[: a.warmup], True)
             for rnd in range(1, a.rounds + 1):
-                for endpoint, bodies, texts, conc in (("sentiment", sent_bodies, reviews, a.sentiment_concurrency),
-                                                      ("translate", trans_bodies, sentences, a.translate_concurrency)):
+                for endpoint, bodies, texts, conc in (
+                    ("sentiment", sent_bodies, reviews, a.sentiment_concurrency),
+                    ("translate", trans_bodies, sentences, a.translate_concurrency),
+                ):
                     if not bodies:
                         continue
                     for name, srv in procs.items():
                         r = measure_served(srv, endpoint, bodies, conc)
                         runs[name][endpoint].append(r)
-                        print(f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
-                              f"p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch_requests']:.1f}  "
-                              f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/req", flush=True)
+                        print(
+                            f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+                            f"p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch_requests']:.1f}  "
+                            f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/req",
+                            flush=True,
+                        )
                     for name, batched in (("raw", True), ("raw_single", False)):
                         r = raw_run(endpoint, texts, batched)
                         runs[name][endpoint].append(r)
-                        print(f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} texts/s (in-process, batches "
-                              f"of {r['batch']}, {threads} thread(s))", flush=True)
+                        print(
+                            f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} texts/s (in-process, batches "
+                            f"of {r['batch']}, {threads} thread(s))",
+                            flush=True,
+                        )
         finally:
             for srv in procs.values():
                 srv.stop()
@@ -479,26 +552,42 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("batched", "unbatched"):
             for endpoint in ("sentiment", "translate"):
                 if endpoint in res[name]:
-                    res[name][endpoint]["concurrency"] = a.sentiment_concurrency if endpoint == "sentiment" else a.translate_concurrency
+                    res[name][endpoint]["concurrency"] = (
+                        a.sentiment_concurrency if endpoint == "sentiment" else a.translate_concurrency
+                    )
 
     rows = summarize(res)
-    machine = {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-               "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-               "platform": platform.platform(), "python": platform.python_version()}
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine, "models_dir": str(models_dir),
-              "data_dir": str(data_dir), "targets": {"batching_speedup": TARGET_BATCHING, "served_over_raw": TARGET_RAW},
-              "summary": rows, "details": res}
+    machine = {
+        "cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine,
+        "models_dir": str(models_dir),
+        "data_dir": str(data_dir),
+        "targets": {"batching_speedup": TARGET_BATCHING, "served_over_raw": TARGET_RAW},
+        "summary": rows,
+        "details": res,
+    }
     (a.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
-    title = (f"rnn-serve on {machine['cpus']} CPUs (load {machine['load_avg_1m']:.1f}), {threads} thread(s)/session, "
-             f"max batch {max_batch}; models: " + ", ".join(f"{m['name']} {m['version']}" for m in res["batched"]["models"]))
+    title = (
+        f"rnn-serve on {machine['cpus']} CPUs (load {machine['load_avg_1m']:.1f}), {threads} thread(s)/session, "
+        f"max batch {max_batch}; models: " + ", ".join(f"{m['name']} {m['version']}" for m in res["batched"]["models"])
+    )
     try:
         plot(rows, a.out / "serving.png", title)
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
     print()
     print(table(rows))
-    print(f"\ntargets: batching >= {TARGET_BATCHING:.0f}x, served >= {TARGET_RAW:.0%} of raw; "
-          f"{threads} ONNX Runtime thread(s) per session, max batch {max_batch}; load average {machine['load_avg_1m']:.1f}")
+    print(
+        f"\ntargets: batching >= {TARGET_BATCHING:.0f}x, served >= {TARGET_RAW:.0%} of raw; "
+        f"{threads} ONNX Runtime thread(s) per session, max batch {max_batch}; load average {machine['load_avg_1m']:.1f}"
+    )
     print(f"wrote {a.out / 'serving.json'} and {a.out / 'serving.png'}")
     return 0
 

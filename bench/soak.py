@@ -135,8 +135,14 @@ async def capacity(port: int, path: str, bodies: list[bytes], concurrency: int, 
     return done / seconds
 
 
-async def soak(port: int, pid: int, streams: dict[str, tuple[str, list[bytes], float]], warmup: float,
-               duration: float, progress: bool) -> dict[str, Any]:
+async def soak(
+    port: int,
+    pid: int,
+    streams: dict[str, tuple[str, list[bytes], float]],
+    warmup: float,
+    duration: float,
+    progress: bool,
+) -> dict[str, Any]:
     """Open loop: for each endpoint, requests at its rate for warmup + duration seconds."""
     pool = Pool(port)
     loop = asyncio.get_running_loop()
@@ -176,8 +182,11 @@ async def soak(port: int, pid: int, streams: dict[str, tuple[str, list[bytes], f
                 rss.append((now - t_measure, tree_rss_mb(pid)))
             if progress and now >= t_measure and int(now - t_measure) % 30 == 0 and rss:
                 errors = sum(1 for s in samples if s[3] != "200")
-                print(f"  {now - t_measure:5.0f} s  {len(samples)} requests  {errors} errors  RSS {rss[-1][1]:.0f} MB",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {now - t_measure:5.0f} s  {len(samples)} requests  {errors} errors  RSS {rss[-1][1]:.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             await asyncio.sleep(1.0 - (loop.time() - t0) % 1.0)
 
     await asyncio.gather(sample_memory(), *(arrivals(ep, p, b, r) for ep, (p, b, r) in streams.items()))
@@ -212,12 +221,21 @@ def minutes(samples: list[tuple], rss: list[tuple[float, float]], duration: floa
         ss = [s for s in samples if lo <= s[1] < hi]
         ok = [s[2] * 1000 for s in ss if s[3] == "200"]
         mem = [r for t, r in rss if lo <= t < hi]
-        row = {"minute": m + 1, "requests": len(ss), "req_per_s": round(len(ss) / (hi - lo), 1),
-               "errors": len(ss) - len(ok), "p50_ms": round(pct(ok, 50), 1), "p99_ms": round(pct(ok, 99), 1),
-               "max_ms": round(max(ok), 1) if ok else None,
-               "rss_mb_median": round(median(mem), 1), "rss_mb_max": round(max(mem), 1) if mem else None}
+        row = {
+            "minute": m + 1,
+            "requests": len(ss),
+            "req_per_s": round(len(ss) / (hi - lo), 1),
+            "errors": len(ss) - len(ok),
+            "p50_ms": round(pct(ok, 50), 1),
+            "p99_ms": round(pct(ok, 99), 1),
+            "max_ms": round(max(ok), 1) if ok else None,
+            "rss_mb_median": round(median(mem), 1),
+            "rss_mb_max": round(max(mem), 1) if mem else None,
+        }
         for endpoint in sorted({s[0] for s in samples}):
-            row[f"{endpoint}_p99_ms"] = round(pct([s[2] * 1000 for s in ss if s[0] == endpoint and s[3] == "200"], 99), 1)
+            row[f"{endpoint}_p99_ms"] = round(
+                pct([s[2] * 1000 for s in ss if s[0] == endpoint and s[3] == "200"], 99), 1
+            )
         rows.append(row)
     return rows
 
@@ -233,28 +251,52 @@ def verdict(rows: list[dict[str, Any]], samples: list[tuple]) -> dict[str, Any]:
         a, b = first[f"{endpoint}_p99_ms"], last[f"{endpoint}_p99_ms"]
         p99[endpoint] = {"first_minute_ms": a, "last_minute_ms": b, "ratio": round(b / a, 3)}
         checks[f"{endpoint}_p99_stable"] = b / a <= MAX_P99_RATIO or b - a <= P99_SLACK_MS
-    return {"errors": dict(errors), "rss_first_minute_mb": first["rss_mb_median"], "rss_last_minute_mb": last["rss_mb_median"],
-            "rss_growth": round(growth, 4), "p99": p99, "checks": checks, "pass": all(checks.values())}
+    return {
+        "errors": dict(errors),
+        "rss_first_minute_mb": first["rss_mb_median"],
+        "rss_last_minute_mb": last["rss_mb_median"],
+        "rss_growth": round(growth, 4),
+        "p99": p99,
+        "checks": checks,
+        "pass": all(checks.values()),
+    }
 
 
-def plot(samples: list[tuple], rss: list[tuple[float, float]], rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(
+    samples: list[tuple], rss: list[tuple[float, float]], rows: list[dict[str, Any]], path: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
-    for endpoint, (light, dark) in zip(sorted({s[0] for s in samples}), [("tab:blue", "navy"), ("tab:orange", "darkred")]):
+    for endpoint, (light, dark) in zip(
+        sorted({s[0] for s in samples}), [("tab:blue", "navy"), ("tab:orange", "darkred")]
+    ):
         ok = [(s[1], s[2] * 1000) for s in samples if s[0] == endpoint and s[3] == "200"]
-        ax1.scatter([t for t, _ in ok], [v for _, v in ok], s=1, alpha=0.12, color=light, label=f"{endpoint} (each request)")
+        ax1.scatter(
+            [t for t, _ in ok], [v for _, v in ok], s=1, alpha=0.12, color=light, label=f"{endpoint} (each request)"
+        )
         per_10s = collections.defaultdict(list)
         for t, v in ok:
             per_10s[int(t // 10)].append(v)
         xs = sorted(per_10s)
-        ax1.plot([10 * x + 5 for x in xs], [pct(per_10s[x], 99) for x in xs], lw=1.8, color=dark,
-                 label=f"{endpoint} p99 per 10 s")
-        ax1.plot([10 * x + 5 for x in xs], [pct(per_10s[x], 50) for x in xs], lw=1.5, ls="--", color=dark,
-                 label=f"{endpoint} p50 per 10 s")
+        ax1.plot(
+            [10 * x + 5 for x in xs],
+            [pct(per_10s[x], 99) for x in xs],
+            lw=1.8,
+            color=dark,
+            label=f"{endpoint} p99 per 10 s",
+        )
+        ax1.plot(
+            [10 * x + 5 for x in xs],
+            [pct(per_10s[x], 50) for x in xs],
+            lw=1.5,
+            ls="--",
+            color=dark,
+            label=f"{endpoint} p50 per 10 s",
+        )
     bad = [s[1] for s in samples if s[3] != "200"]
     if bad:
         ax1.scatter(bad, [0] * len(bad), marker="x", color="red", label="errors")
@@ -278,7 +320,9 @@ def plot(samples: list[tuple], rss: list[tuple[float, float]], rows: list[dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="bench/soak.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--duration", type=float, default=600, help="measured seconds (default 600)")
@@ -293,16 +337,26 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or default_data_dir()
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    pairs = sorted(d.name.removeprefix("translate-") for d in args.models_dir.glob("translate-*") if (d / "metadata.json").is_file())
+    pairs = sorted(
+        d.name.removeprefix("translate-")
+        for d in args.models_dir.glob("translate-*")
+        if (d / "metadata.json").is_file()
+    )
     endpoints: dict[str, tuple[str, list[bytes]]] = {}
     if (args.models_dir / "sentiment" / "metadata.json").is_file():
-        endpoints["sentiment"] = ("/v1/sentiment", [json.dumps({"texts": [t]}).encode()
-                                                    for t in imdb_reviews(data_dir, 2000, seed=0)])
+        endpoints["sentiment"] = (
+            "/v1/sentiment",
+            [json.dumps({"texts": [t]}).encode() for t in imdb_reviews(data_dir, 2000, seed=0)],
+        )
     if pairs:
         src, tgt = pairs[0].split("-")
-        endpoints["translate"] = ("/v1/translate", [json.dumps({"texts": [t], "source_lang": src, "target_lang": tgt,
-                                                                "beam_size": 5}).encode()
-                                                    for t in multi30k_sentences(data_dir, src, 1000)])
+        endpoints["translate"] = (
+            "/v1/translate",
+            [
+                json.dumps({"texts": [t], "source_lang": src, "target_lang": tgt, "beam_size": 5}).encode()
+                for t in multi30k_sentences(data_dir, src, 1000)
+            ],
+        )
     if not endpoints:
         print(f"no model artifacts under {args.models_dir}", file=sys.stderr)
         return 2
@@ -316,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
         caps = {}
         for ep, (path, bodies) in endpoints.items():
             caps[ep] = asyncio.run(capacity(srv.port, path, bodies, args.concurrency, 5, args.capacity_seconds))
-            print(f"capacity {ep}: {caps[ep]:.1f} req/s (closed loop, {args.concurrency} callers, {args.capacity_seconds:g} s)")
+            print(
+                f"capacity {ep}: {caps[ep]:.1f} req/s (closed loop, {args.concurrency} callers, {args.capacity_seconds:g} s)"
+            )
         share = args.fraction / len(endpoints)
         streams = {ep: (path, bodies, share * caps[ep]) for ep, (path, bodies) in endpoints.items()}
-        print("soak: " + ", ".join(f"{ep} at {r:.1f} req/s" for ep, (_, _, r) in streams.items())
-              + f" ({args.fraction:.0%} of capacity) for {args.duration:g} s after {args.warmup:g} s of warm-up")
+        print(
+            "soak: "
+            + ", ".join(f"{ep} at {r:.1f} req/s" for ep, (_, _, r) in streams.items())
+            + f" ({args.fraction:.0%} of capacity) for {args.duration:g} s after {args.warmup:g} s of warm-up"
+        )
         t_start = time.time()
         res = asyncio.run(soak(srv.port, srv.proc.pid, streams, args.warmup, args.duration, not args.quiet))
         alive = srv.proc.poll() is None
@@ -336,30 +395,54 @@ def main(argv: list[str] | None = None) -> int:
         v["checks"]["server_alive"] = v["pass"] = False
     print("\nminute  requests  req/s  errors   p50 ms   p99 ms   max ms   RSS MB (median / max)")
     for r in rows:
-        print(f"{r['minute']:6d}  {r['requests']:8d}  {r['req_per_s']:5.1f}  {r['errors']:6d}  {r['p50_ms']:7.1f}  "
-              f"{r['p99_ms']:7.1f}  {r['max_ms']:7.1f}   {r['rss_mb_median']:.1f} / {r['rss_mb_max']:.1f}")
+        print(
+            f"{r['minute']:6d}  {r['requests']:8d}  {r['req_per_s']:5.1f}  {r['errors']:6d}  {r['p50_ms']:7.1f}  "
+            f"{r['p99_ms']:7.1f}  {r['max_ms']:7.1f}   {r['rss_mb_median']:.1f} / {r['rss_mb_max']:.1f}"
+        )
     total = len(samples)
-    print(f"\n{total} requests, errors: {v['errors'] or 'none'}; RSS {v['rss_first_minute_mb']:.1f} MB (first minute) -> "
-          f"{v['rss_last_minute_mb']:.1f} MB (last minute), growth {v['rss_growth']:+.2%}")
+    print(
+        f"\n{total} requests, errors: {v['errors'] or 'none'}; RSS {v['rss_first_minute_mb']:.1f} MB (first minute) -> "
+        f"{v['rss_last_minute_mb']:.1f} MB (last minute), growth {v['rss_growth']:+.2%}"
+    )
     for ep, q in v["p99"].items():
-        print(f"{ep} p99: {q['first_minute_ms']:.1f} ms (first minute) -> {q['last_minute_ms']:.1f} ms (last minute), "
-              f"ratio {q['ratio']:.2f}")
-    print("verdict: " + ", ".join(f"{k} {'PASS' if ok else 'FAIL'}" for k, ok in v["checks"].items())
-          + f" -> {'PASS' if v['pass'] else 'FAIL'}")
+        print(
+            f"{ep} p99: {q['first_minute_ms']:.1f} ms (first minute) -> {q['last_minute_ms']:.1f} ms (last minute), "
+            f"ratio {q['ratio']:.2f}"
+        )
+    print(
+        "verdict: "
+        + ", ".join(f"{k} {'PASS' if ok else 'FAIL'}" for k, ok in v["checks"].items())
+        + f" -> {'PASS' if v['pass'] else 'FAIL'}"
+    )
 
-    report = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)), "models_dir": str(args.models_dir),
-              "server_args": args.server_args, "host": platform.node(), "python": platform.python_version(),
-              "capacity_req_per_s": {k: round(c, 2) for k, c in caps.items()},
-              "offered_req_per_s": {ep: round(r, 2) for ep, (_, _, r) in streams.items()},
-              "fraction": args.fraction, "duration_s": args.duration, "warmup_s": args.warmup,
-              "requests": total, "minutes": rows, "verdict": v,
-              "rss_mb_per_second": [[round(t, 1), round(r, 1)] for t, r in rss]}
+    report = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+        "models_dir": str(args.models_dir),
+        "server_args": args.server_args,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "capacity_req_per_s": {k: round(c, 2) for k, c in caps.items()},
+        "offered_req_per_s": {ep: round(r, 2) for ep, (_, _, r) in streams.items()},
+        "fraction": args.fraction,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "requests": total,
+        "minutes": rows,
+        "verdict": v,
+        "rss_mb_per_second": [[round(t, 1), round(r, 1)] for t, r in rss],
+    }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"report: {args.out}")
     try:
         png = args.out.with_suffix(".png")
-        plot(samples, rss, rows, png, f"soak: {', '.join(f'{ep} {r:.0f} req/s' for ep, (_, _, r) in streams.items())}, "
-                                      f"{args.duration / 60:g} min")
+        plot(
+            samples,
+            rss,
+            rows,
+            png,
+            f"soak: {', '.join(f'{ep} {r:.0f} req/s' for ep, (_, _, r) in streams.items())}, "
+            f"{args.duration / 60:g} min",
+        )
         print(f"plot: {png}")
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)

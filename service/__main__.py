@@ -25,17 +25,22 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",
     "batch_timeout": "seconds a batch waits to fill",
     "token_budget": "padded tokens per sentiment sub-batch (batches are sorted by length and cut to this budget)",
-    "max_texts": "texts per request", "max_text_chars": "characters per sentiment text",
-    "max_translate_chars": "characters per text to translate", "max_payload_bytes": "request body limit",
-    "max_queue": "requests in flight before 429", "request_timeout": "seconds before 504",
+    "max_texts": "texts per request",
+    "max_text_chars": "characters per sentiment text",
+    "max_translate_chars": "characters per text to translate",
+    "max_payload_bytes": "request body limit",
+    "max_queue": "requests in flight before 429",
+    "request_timeout": "seconds before 504",
     "api_key": "require this key in X-API-Key on /v1/* (prefer the RNNSERVE_API_KEY variable)",
-    "log_level": "debug, info, warning or error", "shutdown_grace": "seconds to drain on SIGTERM",
+    "log_level": "debug, info, warning or error",
+    "shutdown_grace": "seconds to drain on SIGTERM",
 }
 
 
 def parse(argv: list[str] | None) -> Settings:
-    p = argparse.ArgumentParser(prog="python -m service", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for name, help_ in FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}

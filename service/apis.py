@@ -6,7 +6,6 @@ decode_request -> batch -> predict (tokenize, sort by length, ONNX, decode) -> u
 encode_response -> HTTP.
 """
 
-
 import json
 import logging
 import os
@@ -78,12 +77,27 @@ class DynamicBatchLoop(BatchedLoop):
 class _Base(ls.LitAPI):
     endpoint = ""
 
-    def __init__(self, *, models_dir: Path, device: Device, threads: int, workers: int, state_dir: Path,
-                 max_batch_size: int, batch_timeout: float, token_budget: int = 2048, log_level: str = "info"):
+    def __init__(
+        self,
+        *,
+        models_dir: Path,
+        device: Device,
+        threads: int,
+        workers: int,
+        state_dir: Path,
+        max_batch_size: int,
+        batch_timeout: float,
+        token_budget: int = 2048,
+        log_level: str = "info",
+    ):
         with warnings.catch_warnings():  # "batch and unbatch implemented but max_batch_size not set": on purpose
             warnings.simplefilter("ignore", UserWarning)
-            super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=f"/v1/{self.endpoint}",
-                             loop=DynamicBatchLoop() if max_batch_size > 1 else "auto")
+            super().__init__(
+                max_batch_size=max_batch_size,
+                batch_timeout=batch_timeout,
+                api_path=f"/v1/{self.endpoint}",
+                loop=DynamicBatchLoop() if max_batch_size > 1 else "auto",
+            )
         self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
         # Every worker of both families runs one session at a time: share the cores among them.
         self.threads = threads or threads_per_session(workers, sessions_per_worker=2)
@@ -131,8 +145,10 @@ class _Base(ls.LitAPI):
             raise
         except Exception:  # LitServe answers 500; the log line names the requests of the failed batch
             reqs = x if isinstance(x, list) else [x]
-            log.exception("inference failed", extra={"event": "inference_failed",
-                                                     "request_id": ",".join(r._request_id for r in reqs)})
+            log.exception(
+                "inference failed",
+                extra={"event": "inference_failed", "request_id": ",".join(r._request_id for r in reqs)},
+            )
             raise
 
     def _predict(self, x: Any) -> Any:
@@ -155,8 +171,18 @@ class SentimentAPI(_Base):
         self.model.check_golden()
         self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
         self.ref = ModelRef(name=self.model.name, version=self.model.version)
-        self._report([{"name": self.model.name, "version": self.model.version, "provider": self.model.provider,
-                       "task": "sentiment", "metrics": self.model.meta.get("metrics", {}), "file": self.model.model_file}])
+        self._report(
+            [
+                {
+                    "name": self.model.name,
+                    "version": self.model.version,
+                    "provider": self.model.provider,
+                    "task": "sentiment",
+                    "metrics": self.model.meta.get("metrics", {}),
+                    "file": self.model.model_file,
+                }
+            ]
+        )
 
     def decode_request(self, request: SentimentRequest) -> SentimentRequest:
         return request
@@ -173,8 +199,16 @@ class SentimentAPI(_Base):
         out, k = [], 0
         labels = self.model.labels
         for r in reqs:
-            out.append([{"label": labels[int(p.argmax())], "score": float(p.max()),
-                         "probabilities": {labels[j]: float(p[j]) for j in range(len(labels))}} for p in probs[k : k + len(r.texts)]])
+            out.append(
+                [
+                    {
+                        "label": labels[int(p.argmax())],
+                        "score": float(p.max()),
+                        "probabilities": {labels[j]: float(p[j]) for j in range(len(labels))},
+                    }
+                    for p in probs[k : k + len(r.texts)]
+                ]
+            )
             k += len(r.texts)
         return out if isinstance(x, list) else out[0]
 
@@ -195,8 +229,19 @@ class TranslateAPI(_Base):
                 tm.check_golden()
                 tm.translate(["warm-up sentence for the decoder ."], beam_size=2)
                 self.models[tm.pair] = tm
-        self._report([{"name": m.name, "version": m.version, "provider": m.provider, "task": "translation",
-                       "pair": p, "metrics": m.meta.get("metrics", {})} for p, m in self.models.items()])
+        self._report(
+            [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "provider": m.provider,
+                    "task": "translation",
+                    "pair": p,
+                    "metrics": m.meta.get("metrics", {}),
+                }
+                for p, m in self.models.items()
+            ]
+        )
 
     def decode_request(self, request: TranslateRequest) -> TranslateRequest:
         return request
@@ -230,7 +275,9 @@ class TranslateAPI(_Base):
                     best = hyps[k][0]
                     item: dict[str, Any] = {"translation": tm.detok(best), "score": round(best.score, 5)}
                     if n_best > 1:
-                        item["alternatives"] = [{"translation": tm.detok(h), "score": round(h.score, 5)} for h in hyps[k][1:]]
+                        item["alternatives"] = [
+                            {"translation": tm.detok(h), "score": round(h.score, 5)} for h in hyps[k][1:]
+                        ]
                     if reqs[i].return_alignments:
                         item["alignments"] = a = tm.alignment(src_ids[k], best)
                         # float32 weights rounded to 4 places print as 0.05009999871253967: round in float64
@@ -243,4 +290,6 @@ class TranslateAPI(_Base):
         return out if isinstance(x, list) else out[0]
 
     def encode_response(self, output: dict) -> TranslateResponse:
-        return TranslateResponse(model=ModelRef(**output["model"]), results=[TranslateResult(**r) for r in output["results"]])
+        return TranslateResponse(
+            model=ModelRef(**output["model"]), results=[TranslateResult(**r) for r in output["results"]]
+        )

@@ -52,7 +52,9 @@ def sentiment_request(texts: Sequence[str] | SentimentRequest) -> SentimentReque
     return SentimentRequest.model_construct(texts=list(texts))
 
 
-def translate_request(texts: Sequence[str] | TranslateRequest, target_lang: str | None = None, **options: Any) -> TranslateRequest:
+def translate_request(
+    texts: Sequence[str] | TranslateRequest, target_lang: str | None = None, **options: Any
+) -> TranslateRequest:
     """Only the options given (not None) are sent; the server's defaults apply to the rest."""
     if isinstance(texts, TranslateRequest):
         return texts
@@ -87,8 +89,12 @@ class _Base:
         except (ValueError, AttributeError):
             detail = r.text[:500]
         retry = r.headers.get("retry-after")
-        raise APIError(r.status_code, detail, request_id=r.headers.get("x-request-id"),
-                       retry_after=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None)
+        raise APIError(
+            r.status_code,
+            detail,
+            request_id=r.headers.get("x-request-id"),
+            retry_after=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None,
+        )
 
     @classmethod
     def _parse(cls, r: httpx.Response, model: type[R]) -> R:
@@ -98,23 +104,51 @@ class _Base:
 class Client(_Base):
     """Blocking client. Thread-safe (httpx.Client is); reuse one per process for keep-alive."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | httpx.Timeout = 60.0,
-                 limits: httpx.Limits | None = None, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
         super().__init__(base_url, api_key)
-        self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout,
-                                  limits=limits or httpx.Limits(), transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=timeout,
+            limits=limits or httpx.Limits(),
+            transport=transport,
+        )
 
     def sentiment(self, texts: Sequence[str] | SentimentRequest, *, request_id: str | None = None) -> SentimentResponse:
-        r = self._http.post("/v1/sentiment", json=self._body(sentiment_request(texts)),
-                            headers=self._request_headers(request_id))
+        r = self._http.post(
+            "/v1/sentiment", json=self._body(sentiment_request(texts)), headers=self._request_headers(request_id)
+        )
         return self._parse(r, SentimentResponse)
 
-    def translate(self, texts: Sequence[str] | TranslateRequest, target_lang: str | None = None, *,
-                  source_lang: str | None = None, beam_size: int | None = None, max_length: int | None = None,
-                  n_best: int | None = None, return_alignments: bool | None = None,
-                  request_id: str | None = None) -> TranslateResponse:
-        req = translate_request(texts, target_lang, source_lang=source_lang, beam_size=beam_size, max_length=max_length,
-                                n_best=n_best, return_alignments=return_alignments)
+    def translate(
+        self,
+        texts: Sequence[str] | TranslateRequest,
+        target_lang: str | None = None,
+        *,
+        source_lang: str | None = None,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        n_best: int | None = None,
+        return_alignments: bool | None = None,
+        request_id: str | None = None,
+    ) -> TranslateResponse:
+        req = translate_request(
+            texts,
+            target_lang,
+            source_lang=source_lang,
+            beam_size=beam_size,
+            max_length=max_length,
+            n_best=n_best,
+            return_alignments=return_alignments,
+        )
         r = self._http.post("/v1/translate", json=self._body(req), headers=self._request_headers(request_id))
         return self._parse(r, TranslateResponse)
 
@@ -155,23 +189,53 @@ class Client(_Base):
 class AsyncClient(_Base):
     """asyncio client; one instance serves many concurrent requests over a connection pool."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | httpx.Timeout = 60.0,
-                 limits: httpx.Limits | None = None, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        limits: httpx.Limits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         super().__init__(base_url, api_key)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout,
-                                       limits=limits or httpx.Limits(), transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=timeout,
+            limits=limits or httpx.Limits(),
+            transport=transport,
+        )
 
-    async def sentiment(self, texts: Sequence[str] | SentimentRequest, *, request_id: str | None = None) -> SentimentResponse:
-        r = await self._http.post("/v1/sentiment", json=self._body(sentiment_request(texts)),
-                                  headers=self._request_headers(request_id))
+    async def sentiment(
+        self, texts: Sequence[str] | SentimentRequest, *, request_id: str | None = None
+    ) -> SentimentResponse:
+        r = await self._http.post(
+            "/v1/sentiment", json=self._body(sentiment_request(texts)), headers=self._request_headers(request_id)
+        )
         return self._parse(r, SentimentResponse)
 
-    async def translate(self, texts: Sequence[str] | TranslateRequest, target_lang: str | None = None, *,
-                        source_lang: str | None = None, beam_size: int | None = None, max_length: int | None = None,
-                        n_best: int | None = None, return_alignments: bool | None = None,
-                        request_id: str | None = None) -> TranslateResponse:
-        req = translate_request(texts, target_lang, source_lang=source_lang, beam_size=beam_size, max_length=max_length,
-                                n_best=n_best, return_alignments=return_alignments)
+    async def translate(
+        self,
+        texts: Sequence[str] | TranslateRequest,
+        target_lang: str | None = None,
+        *,
+        source_lang: str | None = None,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        n_best: int | None = None,
+        return_alignments: bool | None = None,
+        request_id: str | None = None,
+    ) -> TranslateResponse:
+        req = translate_request(
+            texts,
+            target_lang,
+            source_lang=source_lang,
+            beam_size=beam_size,
+            max_length=max_length,
+            n_best=n_best,
+            return_alignments=return_alignments,
+        )
         r = await self._http.post("/v1/translate", json=self._body(req), headers=self._request_headers(request_id))
         return self._parse(r, TranslateResponse)
 

@@ -69,8 +69,9 @@ def greedy_search(
             if tok == eos or t >= max_len[sent]:
                 if tok != eos:
                     out[sent].append(tok)
-                results[sent] = Hypothesis(out[sent], float(logp_sum[sent]), float(logp_sum[sent]),
-                                           np.stack(attn[sent]), finished=tok == eos)
+                results[sent] = Hypothesis(
+                    out[sent], float(logp_sum[sent]), float(logp_sum[sent]), np.stack(attn[sent]), finished=tok == eos
+                )
             else:
                 out[sent].append(tok)
                 keep.append(row)
@@ -126,9 +127,14 @@ def beam_search(
         beam_of, tok_of = top // v, top % v
         att = att.reshape(nb, k, -1)
         step_att = np.take_along_axis(att, beam_of[:, :, None], axis=1)  # [nb, 2k, S]
-        prev_seqs = np.take_along_axis(seqs, beam_of[:, :, None], axis=1) if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
-        prev_att = (np.take_along_axis(attns, beam_of[:, :, None, None], axis=1) if attns is not None
-                    else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype))
+        prev_seqs = (
+            np.take_along_axis(seqs, beam_of[:, :, None], axis=1) if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
+        )
+        prev_att = (
+            np.take_along_axis(attns, beam_of[:, :, None, None], axis=1)
+            if attns is not None
+            else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
+        )
         is_eos = tok_of == eos
         done_rows = []
         for r, sent in enumerate(active):
@@ -136,8 +142,14 @@ def beam_search(
             for j in np.flatnonzero(is_eos[r, :k]):
                 if np.isfinite(top_scores[r, j]):
                     a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0)
-                    finished[sent].append(Hypothesis(prev_seqs[r, j].tolist(), float(top_scores[r, j] / length_penalty(t, alpha)),
-                                                     float(top_scores[r, j]), a))
+                    finished[sent].append(
+                        Hypothesis(
+                            prev_seqs[r, j].tolist(),
+                            float(top_scores[r, j] / length_penalty(t, alpha)),
+                            float(top_scores[r, j]),
+                            a,
+                        )
+                    )
             if len(finished[sent]) >= k or t >= max_len[sent]:
                 done_rows.append(r)
         # Live beams: the best k non-EOS candidates (EOS ranked last so they are never picked).
@@ -146,8 +158,13 @@ def beam_search(
         new_beam = np.take_along_axis(beam_of, pick, 1)
         new_tok = np.take_along_axis(tok_of, pick, 1)
         seqs = np.concatenate([np.take_along_axis(prev_seqs, pick[:, :, None], 1), new_tok[:, :, None]], axis=2)
-        attns = np.concatenate([np.take_along_axis(prev_att, pick[:, :, None, None], 1),
-                                np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None]], axis=2)
+        attns = np.concatenate(
+            [
+                np.take_along_axis(prev_att, pick[:, :, None, None], 1),
+                np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None],
+            ],
+            axis=2,
+        )
         rows = (np.arange(nb)[:, None] * k + new_beam).reshape(-1)
         state = _take(state, rows)
         scores = new_scores
@@ -156,8 +173,15 @@ def beam_search(
             if t >= max_len[sent] and len(finished[sent]) < k:
                 for j in range(k):  # cut by the length budget: keep live beams as unfinished
                     if np.isfinite(scores[r, j]):
-                        finished[sent].append(Hypothesis(seqs[r, j].tolist(), float(scores[r, j] / length_penalty(t, alpha)),
-                                                         float(scores[r, j]), attns[r, j], finished=False))
+                        finished[sent].append(
+                            Hypothesis(
+                                seqs[r, j].tolist(),
+                                float(scores[r, j] / length_penalty(t, alpha)),
+                                float(scores[r, j]),
+                                attns[r, j],
+                                finished=False,
+                            )
+                        )
         if done_rows:
             keep = np.setdiff1d(np.arange(nb), done_rows)
             krows = (keep[:, None] * k + np.arange(k)).reshape(-1)

@@ -92,23 +92,41 @@ class Gateway:
                 await _reply(send_, 500, "internal error; the request id is in the X-Request-ID header")
         finally:
             dt = time.perf_counter() - t0
-            label = endpoint if endpoint in ("sentiment", "translate") else ("other" if endpoint else path if path in ("/health", "/info", "/metrics") else "other")
+            label = (
+                endpoint
+                if endpoint in ("sentiment", "translate")
+                else ("other" if endpoint else path if path in ("/health", "/info", "/metrics") else "other")
+            )
             M.REQUESTS.labels(label, str(state["status"])).inc()
             if endpoint:
                 M.REQUEST_LATENCY.labels(label).observe(dt)
             if path != "/metrics" and path != "/health":
                 shown = path if len(path) <= 200 else f"{path[:200]}...({len(path)} characters)"
-                log.info("request", extra={"method": scope["method"], "path": shown, "status": state["status"],
-                                           "duration_ms": round(dt * 1000, 2), "request_id": rid})
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": shown,
+                        "status": state["status"],
+                        "duration_ms": round(dt * 1000, 2),
+                        "request_id": rid,
+                    },
+                )
             REQUEST_ID.reset(token)
 
-    async def _v1(self, scope: Scope, receive: Receive, send: Send, headers: Headers, endpoint: str, state: dict) -> None:
+    async def _v1(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, endpoint: str, state: dict
+    ) -> None:
         if self.key is not None:
             given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.key):
                 M.REJECTED.labels(endpoint, "unauthorized").inc()
-                await _reply(send, 401, "missing or wrong API key: send it in the X-API-Key header",
-                             {"www-authenticate": "ApiKey"})
+                await _reply(
+                    send,
+                    401,
+                    "missing or wrong API key: send it in the X-API-Key header",
+                    {"www-authenticate": "ApiKey"},
+                )
                 return
         if self.state.failure is not None:
             M.REJECTED.labels(endpoint, "worker_lost").inc()
@@ -131,8 +149,12 @@ class Gateway:
             M.REJECTED.labels(endpoint, "queue_full").inc()
             if post:
                 await self._drain(receive)
-            await _reply(send, 429, f"server busy: {self.s.max_queue} requests already queued; retry shortly",
-                         {"retry-after": "1"})
+            await _reply(
+                send,
+                429,
+                f"server busy: {self.s.max_queue} requests already queued; retry shortly",
+                {"retry-after": "1"},
+            )
             return
         # The slot is taken before the body is read: at most max_queue bodies are held in memory,
         # however many requests arrive at once.

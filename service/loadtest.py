@@ -61,6 +61,7 @@ class LoadTestError(RuntimeError):
 
 # ----------------------------------------------------------------------------- request bodies
 
+
 def default_data_dir() -> Path:
     shared = PROJECT_ROOT.parent / "shared" / "data"
     return shared if shared.is_dir() else PROJECT_ROOT / "data"
@@ -106,8 +107,10 @@ def dataset_file(endpoint: str, data_dir: Path, source_lang: str = "en") -> Path
     for c in candidates:
         if c.is_file():
             return c
-    raise LoadTestError(f"no {endpoint} data under {data_dir} (looked for {', '.join(c.name for c in candidates)}); "
-                            "pass --data-dir or --texts-file")
+    raise LoadTestError(
+        f"no {endpoint} data under {data_dir} (looked for {', '.join(c.name for c in candidates)}); "
+        "pass --data-dir or --texts-file"
+    )
 
 
 def load_texts(path: Path, *, limit: int = 2000, seed: int = 0, max_chars: int | None = None) -> list[str]:
@@ -119,6 +122,7 @@ def load_texts(path: Path, *, limit: int = 2000, seed: int = 0, max_chars: int |
 
 
 # ----------------------------------------------------------------------------- running load
+
 
 @dataclass
 class Sample:
@@ -223,8 +227,10 @@ class Progress:
         errors = len(level.samples) - len(ok)
         recent = sum(1 for s in level.samples if s.start >= elapsed - 1 and s.status == "200")
         p99 = f"{np.percentile(ok, 99) * 1000:.0f} ms" if ok else "-"
-        line = (f"{level.label:>12} {phase:<7} {elapsed:5.1f}/{total:.0f}s  done {len(level.samples):6d}  "
-                f"{recent:4d} req/s  p99 {p99:>8}  errors {errors}")
+        line = (
+            f"{level.label:>12} {phase:<7} {elapsed:5.1f}/{total:.0f}s  done {len(level.samples):6d}  "
+            f"{recent:4d} req/s  p99 {p99:>8}  errors {errors}"
+        )
         self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()
 
@@ -234,9 +240,19 @@ class Progress:
             self.stream.flush()
 
 
-async def run_level(call: Call, level: Level, *, warmup: float, duration: float, max_requests: int | None = None,
-                    max_outstanding: int = 512, arrival: str = "constant", seed: int = 0,
-                    progress: Progress | None = None, snapshot: Callable[[], Awaitable[Totals]] | None = None) -> Level:
+async def run_level(
+    call: Call,
+    level: Level,
+    *,
+    warmup: float,
+    duration: float,
+    max_requests: int | None = None,
+    max_outstanding: int = 512,
+    arrival: str = "constant",
+    seed: int = 0,
+    progress: Progress | None = None,
+    snapshot: Callable[[], Awaitable[Totals]] | None = None,
+) -> Level:
     """Drive one load level: `warmup` seconds unmeasured, then `duration` seconds measured (or
     until `max_requests` measured requests were sent), then wait for the answers in flight.
     `snapshot`, read when measuring starts and after the last answer, gives `level.server`."""
@@ -284,8 +300,12 @@ async def run_level(call: Call, level: Level, *, warmup: float, duration: float,
         while True:
             now = loop.time()
             phase = "warm-up" if now < t_measure else "measure"
-            progress.update(level, phase, now - (t_begin if now < t_measure else t_measure),  # type: ignore[union-attr]
-                            warmup if now < t_measure else duration)
+            progress.update(
+                level,
+                phase,
+                now - (t_begin if now < t_measure else t_measure),  # type: ignore[union-attr]
+                warmup if now < t_measure else duration,
+            )
             await asyncio.sleep(0.5)
 
     async def at_measure() -> Totals:
@@ -320,6 +340,7 @@ async def run_level(call: Call, level: Level, *, warmup: float, duration: float,
 
 # ----------------------------------------------------------------------------- the report
 
+
 def latency_summary(latencies_s: list[float]) -> dict[str, float] | None:
     if not latencies_s:
         return None
@@ -330,16 +351,24 @@ def latency_summary(latencies_s: list[float]) -> dict[str, float] | None:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def summarize(level: Level, slo_p99_ms: float | None, slo_max_error_rate: float, warmup_s: float = 0.0) -> dict[str, Any]:
+def summarize(
+    level: Level, slo_p99_ms: float | None, slo_max_error_rate: float, warmup_s: float = 0.0
+) -> dict[str, Any]:
     ok = [s for s in level.samples if s.status == "200"]
     n = len(level.samples)
     errors = Counter(s.status for s in level.samples if s.status != "200")
     elapsed = level.elapsed or float("nan")
     lat = latency_summary([s.latency for s in ok])
     out: dict[str, Any] = {
-        "mode": level.mode, "concurrency": level.concurrency, "rate": level.rate, "label": level.label,
-        "duration_s": round(level.elapsed, 3), "requests": n, "ok": len(ok),
-        "errors": dict(sorted(errors.items())), "error_rate": round(1 - len(ok) / n, 4) if n else None,
+        "mode": level.mode,
+        "concurrency": level.concurrency,
+        "rate": level.rate,
+        "label": level.label,
+        "duration_s": round(level.elapsed, 3),
+        "requests": n,
+        "ok": len(ok),
+        "errors": dict(sorted(errors.items())),
+        "error_rate": round(1 - len(ok) / n, 4) if n else None,
         "throughput_rps": round(len(ok) / elapsed, 2) if ok else 0.0,
         "texts_per_s": round(sum(s.texts for s in ok) / elapsed, 2) if ok else 0.0,
         "latency_ms": lat,
@@ -356,7 +385,12 @@ def summarize(level: Level, slo_p99_ms: float | None, slo_max_error_rate: float,
             reasons.append(f"p99 {lat['p99']:.1f} ms > {slo_p99_ms:g} ms")
         if n and 1 - len(ok) / n > slo_max_error_rate:
             reasons.append(f"error rate {1 - len(ok) / n:.2%} > {slo_max_error_rate:.2%}")
-        out["slo"] = {"p99_ms": slo_p99_ms, "max_error_rate": slo_max_error_rate, "pass": not reasons, "reasons": reasons}
+        out["slo"] = {
+            "p99_ms": slo_p99_ms,
+            "max_error_rate": slo_max_error_rate,
+            "pass": not reasons,
+            "reasons": reasons,
+        }
     return out
 
 
@@ -365,29 +399,40 @@ def verdict(runs: list[dict[str, Any]], slo_p99_ms: float | None) -> dict[str, A
         return None
     passing = [r for r in runs if r["slo"]["pass"]]
     best = max(passing, key=lambda r: r["throughput_rps"], default=None)
-    return {"slo_p99_ms": slo_p99_ms, "pass": len(passing) == len(runs),
-            "levels_within_slo": [r["label"] for r in passing],
-            "best_within_slo": None if best is None else {"label": best["label"], "throughput_rps": best["throughput_rps"]}}
+    return {
+        "slo_p99_ms": slo_p99_ms,
+        "pass": len(passing) == len(runs),
+        "levels_within_slo": [r["label"] for r in passing],
+        "best_within_slo": None if best is None else {"label": best["label"], "throughput_rps": best["throughput_rps"]},
+    }
 
 
 def format_run(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
-    lat_s = "no successful request" if lat is None else "  ".join(
-        f"{k} {lat[k]:.1f}" for k in ("p50", "p90", "p95", "p99", "max"))
+    lat_s = (
+        "no successful request"
+        if lat is None
+        else "  ".join(f"{k} {lat[k]:.1f}" for k in ("p50", "p90", "p95", "p99", "max"))
+    )
     errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     slo = ""
     if "slo" in r:
-        slo = f"\n    SLO p99 <= {r['slo']['p99_ms']:g} ms: " + ("PASS" if r["slo"]["pass"] else "FAIL (" + "; ".join(r["slo"]["reasons"]) + ")")
+        slo = f"\n    SLO p99 <= {r['slo']['p99_ms']:g} ms: " + (
+            "PASS" if r["slo"]["pass"] else "FAIL (" + "; ".join(r["slo"]["reasons"]) + ")"
+        )
     srv = r.get("server") or {}
     srv_s = "" if not srv else "\n    server: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in srv.items())
     if (r.get("client_cpu_share") or 0) > 0.8:
         srv_s += f"\n    note: this client used {r['client_cpu_share']:.0%} of a core; it may be the bottleneck"
-    return (f"  {r['mode']} loop {r['label']}: {r['requests']} requests in {r['duration_s']:.1f} s, "
-            f"{r['throughput_rps']:.1f} req/s ({r['texts_per_s']:.1f} texts/s)\n"
-            f"    latency ms  {lat_s}\n    errors: {errs}{srv_s}{slo}")
+    return (
+        f"  {r['mode']} loop {r['label']}: {r['requests']} requests in {r['duration_s']:.1f} s, "
+        f"{r['throughput_rps']:.1f} req/s ({r['texts_per_s']:.1f} texts/s)\n"
+        f"    latency ms  {lat_s}\n    errors: {errs}{srv_s}{slo}"
+    )
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def write_plots(levels: list[Level], runs: list[dict[str, Any]], out: Path, slo_p99_ms: float | None) -> dict[str, str]:
     """PNG plots beside `out`; returns {kind: file name}. Needs matplotlib."""
@@ -427,19 +472,34 @@ def write_plots(levels: list[Level], runs: list[dict[str, Any]], out: Path, slo_
         if ok:
             color = f"C{i % 10}"
             step = max(1, len(ok) // 20000)  # keep the scatter readable and the file small
-            ax.scatter([offset + s.start for s in ok[::step]], [s.latency * 1000 for s in ok[::step]], s=3, alpha=0.3,
-                       color=color)
+            ax.scatter(
+                [offset + s.start for s in ok[::step]],
+                [s.latency * 1000 for s in ok[::step]],
+                s=3,
+                alpha=0.3,
+                color=color,
+            )
             width = min(10.0, max(0.1, lv.elapsed / 20))  # about 20 windows per level
             win = np.floor(np.array([s.start for s in ok]) / width).astype(int)
             lat = np.array([s.latency * 1000 for s in ok])
             ws = np.unique(win)
-            ax.step(offset + (ws + 1) * width, [np.percentile(lat[win == w], 99) for w in ws], where="pre", lw=1.5,
-                    color=color, label=f"{lv.label} p99 per {width:.2g} s")
+            ax.step(
+                offset + (ws + 1) * width,
+                [np.percentile(lat[win == w], 99) for w in ws],
+                where="pre",
+                lw=1.5,
+                color=color,
+                label=f"{lv.label} p99 per {width:.2g} s",
+            )
         offset += max(lv.elapsed, 1.0)
     if slo_p99_ms is not None:
         ax.axhline(slo_p99_ms, color="red", ls="--", lw=1, label="SLO p99")
-    ax.set(yscale="log", xlabel="time in measured window (s; levels one after another)", ylabel="latency (ms)",
-           title=f"Latency over time: {title}")
+    ax.set(
+        yscale="log",
+        xlabel="time in measured window (s; levels one after another)",
+        ylabel="latency (ms)",
+        title=f"Latency over time: {title}",
+    )
     ms_log_axis(ax.yaxis)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -479,6 +539,7 @@ def _save(fig: Any, path: Path) -> str:
 
 # ----------------------------------------------------------------------------- command line
 
+
 def _floats(s: str) -> list[float]:
     try:
         vals = [float(v) for v in s.split(",") if v.strip()]
@@ -497,23 +558,37 @@ def _ints(s: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m service.loadtest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m service.loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--url", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
     p.add_argument("--endpoint", choices=("sentiment", "translate"), required=True)
     load = p.add_mutually_exclusive_group()
-    load.add_argument("--concurrency", type=int, default=None, metavar="N", help="closed loop: N concurrent clients (default 8)")
-    load.add_argument("--sweep", type=_ints, default=None, metavar="N1,N2,...", help="closed loop at each concurrency in turn")
-    load.add_argument("--rate", type=_floats, default=None, metavar="R[,R2,...]",
-                      help="open loop at R requests/s (a comma list sweeps rates)")
+    load.add_argument(
+        "--concurrency", type=int, default=None, metavar="N", help="closed loop: N concurrent clients (default 8)"
+    )
+    load.add_argument(
+        "--sweep", type=_ints, default=None, metavar="N1,N2,...", help="closed loop at each concurrency in turn"
+    )
+    load.add_argument(
+        "--rate",
+        type=_floats,
+        default=None,
+        metavar="R[,R2,...]",
+        help="open loop at R requests/s (a comma list sweeps rates)",
+    )
     p.add_argument("--arrival", choices=("constant", "poisson"), default="constant", help="open-loop arrival gaps")
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds per level (default 30)")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each level (default 5)")
     p.add_argument("--max-requests", type=int, default=None, help="stop a level after this many measured requests")
-    p.add_argument("--max-outstanding", type=int, default=512, help="open loop: requests in flight before new ones are dropped")
+    p.add_argument(
+        "--max-outstanding", type=int, default=512, help="open loop: requests in flight before new ones are dropped"
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request before it counts as a timeout")
     p.add_argument("--out", type=Path, required=True, help="JSON report path; plots are written beside it")
-    p.add_argument("--texts-file", type=Path, default=None, help="texts to send (one a line, or JSON lines with 'text')")
+    p.add_argument(
+        "--texts-file", type=Path, default=None, help="texts to send (one a line, or JSON lines with 'text')"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="dataset folder (default ../shared/data, else ./data)")
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-chars", type=int, default=None, help="skip texts longer than this")
@@ -521,7 +596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-lang", default="de")
     p.add_argument("--beam-size", type=int, default=None, help="translate: beam size (server default if unset)")
     p.add_argument("--api-key", default=None, help="sent as X-API-Key")
-    p.add_argument("--wait-healthy", type=float, default=10.0, help="seconds to wait for /health 200 first (default 10)")
+    p.add_argument(
+        "--wait-healthy", type=float, default=10.0, help="seconds to wait for /health 200 first (default 10)"
+    )
     p.add_argument("--slo-p99-ms", type=float, default=None, help="SLO: p99 latency bound in milliseconds")
     p.add_argument("--slo-max-error-rate", type=float, default=0.01, help="SLO: largest failed fraction (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
@@ -548,8 +625,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pool = max((lv.concurrency or args.max_outstanding) for lv in levels)
     rng = random.Random(args.seed)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    async with AsyncClient(args.url, api_key=args.api_key, timeout=args.timeout,
-                           limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)) as client:
+    async with AsyncClient(
+        args.url,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+    ) as client:
         try:
             await client.wait_healthy(timeout=args.wait_healthy, interval=min(0.5, args.wait_healthy / 4 + 0.01))
             info = await client.info()
@@ -569,23 +650,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         progress = Progress(not args.quiet)
         for lv in levels:
-            await run_level(call, lv, warmup=args.warmup, duration=args.duration, max_requests=args.max_requests,
-                            max_outstanding=args.max_outstanding, arrival=args.arrival, seed=args.seed, progress=progress,
-                            snapshot=snapshot)
+            await run_level(
+                call,
+                lv,
+                warmup=args.warmup,
+                duration=args.duration,
+                max_requests=args.max_requests,
+                max_outstanding=args.max_outstanding,
+                arrival=args.arrival,
+                seed=args.seed,
+                progress=progress,
+                snapshot=snapshot,
+            )
 
     runs = [summarize(lv, args.slo_p99_ms, args.slo_max_error_rate, args.warmup) for lv in levels]
     report: dict[str, Any] = {
-        "tool": "python -m service.loadtest", "version": __version__, "started_at": started_at,
+        "tool": "python -m service.loadtest",
+        "version": __version__,
+        "started_at": started_at,
         "target": {"url": args.url, "endpoint": args.endpoint},
-        "config": {"levels": [lv.label for lv in levels], "warmup_s": args.warmup, "duration_s": args.duration,
-                   "max_requests": args.max_requests, "arrival": args.arrival if args.rate else None,
-                   "texts_per_request": args.texts_per_request, "timeout_s": args.timeout, "seed": args.seed,
-                   "texts": {"source": str(source), "sampled": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts), 1)},
-                   **({"target_lang": args.target_lang, "source_lang": args.source_lang, "beam_size": args.beam_size}
-                      if args.endpoint == "translate" else {})},
-        "server": {"service": info.get("service"), "runtime": info.get("runtime"), "batching": info.get("batching"),
-                   "models": [{k: m.get(k) for k in ("name", "version", "pair", "providers", "workers") if k in m}
-                              for m in info.get("models", [])]},
+        "config": {
+            "levels": [lv.label for lv in levels],
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "max_requests": args.max_requests,
+            "arrival": args.arrival if args.rate else None,
+            "texts_per_request": args.texts_per_request,
+            "timeout_s": args.timeout,
+            "seed": args.seed,
+            "texts": {
+                "source": str(source),
+                "sampled": len(texts),
+                "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+            },
+            **(
+                {"target_lang": args.target_lang, "source_lang": args.source_lang, "beam_size": args.beam_size}
+                if args.endpoint == "translate"
+                else {}
+            ),
+        },
+        "server": {
+            "service": info.get("service"),
+            "runtime": info.get("runtime"),
+            "batching": info.get("batching"),
+            "models": [
+                {k: m.get(k) for k in ("name", "version", "pair", "providers", "workers") if k in m}
+                for m in info.get("models", [])
+            ],
+        },
         "runs": runs,
         "verdict": verdict(runs, args.slo_p99_ms),
         "plots": {},
@@ -613,8 +725,10 @@ def main(argv: list[str] | None = None) -> int:
     v = report["verdict"]
     if v is not None:
         best = v["best_within_slo"]
-        print(f"SLO p99 <= {v['slo_p99_ms']:g} ms: {'PASS' if v['pass'] else 'FAIL'}"
-              + (f"; best within SLO: {best['label']} at {best['throughput_rps']:.1f} req/s" if best else ""))
+        print(
+            f"SLO p99 <= {v['slo_p99_ms']:g} ms: {'PASS' if v['pass'] else 'FAIL'}"
+            + (f"; best within SLO: {best['label']} at {best['throughput_rps']:.1f} req/s" if best else "")
+        )
     print(f"report: {args.out}" + "".join(f"\nplot: {args.out.parent / f}" for f in report["plots"].values()))
     if "plots_skipped" in report:
         print(f"plots skipped: {report['plots_skipped']}")

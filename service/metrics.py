@@ -15,22 +15,41 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 REQUESTS = Counter(f"{NS}_requests_total", "HTTP requests by endpoint and status code", ["endpoint", "status"])
-REQUEST_LATENCY = Histogram(f"{NS}_request_duration_seconds", "HTTP request latency, end to end in the server",
-                            ["endpoint"], buckets=LATENCY_BUCKETS)
-IN_FLIGHT = Gauge(f"{NS}_requests_in_flight", "requests accepted and not yet answered", ["endpoint"],
-                  multiprocess_mode="livesum")
-REJECTED = Counter(f"{NS}_requests_rejected_total", "requests refused before inference, by reason", ["endpoint", "reason"])
+REQUEST_LATENCY = Histogram(
+    f"{NS}_request_duration_seconds",
+    "HTTP request latency, end to end in the server",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    f"{NS}_requests_in_flight", "requests accepted and not yet answered", ["endpoint"], multiprocess_mode="livesum"
+)
+REJECTED = Counter(
+    f"{NS}_requests_rejected_total", "requests refused before inference, by reason", ["endpoint", "reason"]
+)
 
-QUEUE_WAIT = Histogram(f"{NS}_queue_wait_seconds", "time from request parsed to its batch starting inference",
-                       ["endpoint"], buckets=LATENCY_BUCKETS)
-INFERENCE_TIME = Histogram(f"{NS}_inference_duration_seconds", "time to run one batch (tokenize, ONNX, decode)",
-                           ["endpoint"], buckets=LATENCY_BUCKETS)
+QUEUE_WAIT = Histogram(
+    f"{NS}_queue_wait_seconds",
+    "time from request parsed to its batch starting inference",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_TIME = Histogram(
+    f"{NS}_inference_duration_seconds",
+    "time to run one batch (tokenize, ONNX, decode)",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
 BATCH_SIZE = Histogram(f"{NS}_batch_size_requests", "requests per dynamic batch", ["endpoint"], buckets=BATCH_BUCKETS)
 BATCH_TEXTS = Histogram(f"{NS}_batch_size_texts", "texts per dynamic batch", ["endpoint"], buckets=BATCH_BUCKETS)
 TOKENS = Counter(f"{NS}_tokens_total", "tokens processed", ["endpoint", "kind"])
 DECODE_STEPS = Counter(f"{NS}_decode_steps_total", "decoder steps run (translation)", ["pair"])
-MODEL_INFO = Gauge(f"{NS}_model_info", "1 per loaded model, labelled with version and execution provider",
-                   ["model", "version", "provider"], multiprocess_mode="liveall")  # adds a pid label
+MODEL_INFO = Gauge(
+    f"{NS}_model_info",
+    "1 per loaded model, labelled with version and execution provider",
+    ["model", "version", "provider"],
+    multiprocess_mode="liveall",
+)  # adds a pid label
 
 
 def exposition() -> bytes:

@@ -32,7 +32,9 @@ def requested_providers(device: Device, available: list[str] | None = None) -> l
         return [CPU]
     if device == "cuda":
         if CUDA not in available:
-            raise ProviderError(f"--device cuda: this onnxruntime has no CUDA provider (available: {available}); install onnxruntime-gpu")
+            raise ProviderError(
+                f"--device cuda: this onnxruntime has no CUDA provider (available: {available}); install onnxruntime-gpu"
+            )
         return [CUDA, CPU]
     if device == "auto":
         return [CUDA, CPU] if CUDA in available else [CPU]
@@ -79,16 +81,20 @@ def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.
     try:
         sess = ort.InferenceSession(str(path), sess_options=session_options(intra_threads), providers=providers)
     except Exception as e:  # a file that matches its hash but is not a model ONNX Runtime can load
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load this model file ({e}); the file is corrupt, "
-                            "truncated or not an ONNX model") from e
+        raise ArtifactError(
+            f"{path}: ONNX Runtime cannot load this model file ({e}); the file is corrupt, "
+            "truncated or not an ONNX model"
+        ) from e
     finally:
         ort.set_default_logger_severity(2)
     actual = sess.get_providers()[0]
     if providers[0] == CUDA and actual != CUDA:
         _cuda_failed = True
         if device == "cuda":
-            raise ProviderError(f"--device cuda: the CUDA provider could not be created for {path.name} "
-                                "(no GPU, or CUDA/cuDNN libraries missing); use --device auto or cpu")
+            raise ProviderError(
+                f"--device cuda: the CUDA provider could not be created for {path.name} "
+                "(no GPU, or CUDA/cuDNN libraries missing); use --device auto or cpu"
+            )
         _warn_cpu(f"the CUDA provider could not be created for {path.name} (no GPU, or CUDA/cuDNN libraries missing)")
     elif device == "auto" and actual != CUDA:
         _warn_cpu(f"this onnxruntime has no CUDA provider (available: {', '.join(available)})")

@@ -52,7 +52,9 @@ def _json_int(v: Any) -> Any:
         raise PydanticCustomError("int_type", "Input should be a valid integer")
     if isinstance(v, float):
         if not v.is_integer():
-            raise PydanticCustomError("int_from_float", "Input should be a valid integer, got a number with a fractional part")
+            raise PydanticCustomError(
+                "int_from_float", "Input should be a valid integer, got a number with a fractional part"
+            )
         return int(v)
     return v
 
@@ -104,16 +106,34 @@ def _request_schema(max_chars_attr: str, example: dict[str, Any]):
             rules: list[dict[str, Any]] = []
             if split and len(sources) * len(targets) != len(split):  # not every combination is served: list the pairs
                 default = props["source_lang"].get("default")
-                rules.append({"anyOf": [{"properties": {"source_lang": {"const": s}, "target_lang": {"const": t}},
-                                         **({} if s == default else {"required": ["source_lang"]})} for s, t in split]})
+                rules.append(
+                    {
+                        "anyOf": [
+                            {
+                                "properties": {"source_lang": {"const": s}, "target_lang": {"const": t}},
+                                **({} if s == default else {"required": ["source_lang"]}),
+                            }
+                            for s, t in split
+                        ]
+                    }
+                )
             # n_best <= beam_size (default 5), as alternatives: no n_best (or null), or n_best n with a beam of n or more
             beam = props["beam_size"]
-            rules.append({"anyOf": [{"properties": {"n_best": {"type": "null"}}}] + [
-                {"properties": {"n_best": {"const": n}, "beam_size": {"minimum": n}},
-                 "required": ["n_best", "beam_size"] if n > beam["default"] else ["n_best"]}
-                for n in range(1, int(beam["maximum"]) + 1)]})
+            rules.append(
+                {
+                    "anyOf": [{"properties": {"n_best": {"type": "null"}}}]
+                    + [
+                        {
+                            "properties": {"n_best": {"const": n}, "beam_size": {"minimum": n}},
+                            "required": ["n_best", "beam_size"] if n > beam["default"] else ["n_best"],
+                        }
+                        for n in range(1, int(beam["maximum"]) + 1)
+                    ]
+                }
+            )
             schema["allOf"] = rules
         schema["examples"] = [example]
+
     return extra
 
 
@@ -125,11 +145,19 @@ class _Received(BaseModel):
 
 
 class SentimentRequest(_Received):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema(
-        "max_text_chars", {"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}))
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_request_schema(
+            "max_text_chars", {"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}
+        ),
+    )
 
-    texts: list[str] = Field(..., min_length=1, description="reviews to classify",
-                             examples=[["A wonderful, moving film.", "Two hours I will never get back."]])
+    texts: list[str] = Field(
+        ...,
+        min_length=1,
+        description="reviews to classify",
+        examples=[["A wonderful, moving film.", "Two hours I will never get back."]],
+    )
 
     @field_validator("texts", mode="before")
     @classmethod
@@ -157,22 +185,46 @@ class SentimentResponse(BaseModel):
     model: ModelRef
     results: list[SentimentResult]
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "model": {"name": "imdb-sentiment-bilstm", "version": "2026-11-22+abcdef12"},
-        "results": [{"label": "positive", "score": 0.98, "probabilities": {"negative": 0.02, "positive": 0.98}}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "imdb-sentiment-bilstm", "version": "2026-11-22+abcdef12"},
+                    "results": [
+                        {"label": "positive", "score": 0.98, "probabilities": {"negative": 0.02, "positive": 0.98}}
+                    ],
+                }
+            ]
+        }
+    )
 
 
 class TranslateRequest(_Received):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema(
-        "max_translate_chars", {"texts": ["A man is riding a bicycle down the street."], "source_lang": "en",
-                                "target_lang": "de", "beam_size": 5}))
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_request_schema(
+            "max_translate_chars",
+            {
+                "texts": ["A man is riding a bicycle down the street."],
+                "source_lang": "en",
+                "target_lang": "de",
+                "beam_size": 5,
+            },
+        ),
+    )
 
-    texts: list[str] = Field(..., min_length=1, description="sentences to translate",
-                             examples=[["A man is riding a bicycle down the street."]])
+    texts: list[str] = Field(
+        ...,
+        min_length=1,
+        description="sentences to translate",
+        examples=[["A man is riding a bicycle down the street."]],
+    )
     source_lang: str = Field("en", examples=["en"])
     target_lang: str = Field(..., examples=["de"])
     beam_size: json_int(1, 8) = Field(5, description="1 = greedy search")
-    max_length: json_int(1, 256) | None = Field(None, description="output subwords at most (default: 1.5 x source + 10)")
+    max_length: json_int(1, 256) | None = Field(
+        None, description="output subwords at most (default: 1.5 x source + 10)"
+    )
     n_best: json_int(1, 8) | None = Field(None, description="hypotheses returned per text (<= beam_size)")
     return_alignments: StrictBool = Field(False, description="attention weights of the chosen hypothesis")
 
@@ -218,10 +270,23 @@ class TranslateResponse(BaseModel):
     model: ModelRef
     results: list[TranslateResult]
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "model": {"name": "multi30k-en-de-attention", "version": "2026-11-22+abcdef12"},
-        "results": [{"translation": "Ein Mann fährt mit dem Fahrrad die Straße hinunter.", "score": -0.31,
-                     "alternatives": None, "alignments": None}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "multi30k-en-de-attention", "version": "2026-11-22+abcdef12"},
+                    "results": [
+                        {
+                            "translation": "Ein Mann fährt mit dem Fahrrad die Straße hinunter.",
+                            "score": -0.31,
+                            "alternatives": None,
+                            "alignments": None,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -51,7 +51,9 @@ class SentimentModel:
         self.version = self.meta["version"]
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return Encoded([truncate_head_tail(self.vocab.encode(tokenize(t)), self.max_len, self.head_len) or [PAD_ID] for t in texts])
+        return Encoded(
+            [truncate_head_tail(self.vocab.encode(tokenize(t)), self.max_len, self.head_len) or [PAD_ID] for t in texts]
+        )
 
     def logits(self, enc: Encoded, token_budget: int = 16_384) -> np.ndarray:
         """Logits [N, C] in input order. Sorted by length and cut into sub-batches of at most
@@ -84,4 +86,6 @@ class SentimentModel:
         got = self.logits(self.encode(g["texts"]))
         diff = float(np.abs(got - np.asarray(g["logits"], dtype=np.float32)).max())
         if diff > atol:
-            raise ArtifactError(f"{self.folder}: golden-input check failed (max abs logit difference {diff:.2e} > {atol})")
+            raise ArtifactError(
+                f"{self.folder}: golden-input check failed (max abs logit difference {diff:.2e} > {atol})"
+            )

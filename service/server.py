@@ -65,41 +65,79 @@ from service.settings import Settings
 log = logging.getLogger("service")
 EXIT_STARTUP_FAILED, EXIT_WORKER_DIED = 2, 3
 
-_EXAMPLE_422 = {"detail": [{"loc": ["body", "texts"], "msg": "texts[0] is empty or whitespace only; send some text",
-                            "type": "value_error"}]}
+_EXAMPLE_422 = {
+    "detail": [
+        {"loc": ["body", "texts"], "msg": "texts[0] is empty or whitespace only; send some text", "type": "value_error"}
+    ]
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong API key (when the server requires one)",
-          "example": {"detail": "missing or wrong API key: send it in the X-API-Key header"}},
-    413: {"description": "request body larger than the limit",
-          "example": {"detail": "request body is 3000015 bytes; the limit is 2000000"}},
-    415: {"description": "Content-Type is not application/json",
-          "example": {"detail": "Content-Type must be application/json (got 'text/plain')"}},
-    422: {"description": "invalid request (malformed JSON, invalid UTF-8, wrong types, empty or oversize input, "
-                         "unsupported language pair): the message says what to fix", "example": _EXAMPLE_422},
-    429: {"description": "queue full: retry after Retry-After seconds",
-          "example": {"detail": "server busy: 512 requests already queued; retry shortly"},
-          "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}},
-    503: {"description": "an inference worker died (the server answers what it holds with 503 and exits with code 3 "
-                         "to be restarted), or the server is shutting down and its grace period ended before this "
-                         "request was answered; retry after Retry-After seconds",
-          "example": {"detail": WORKER_LOST},
-          "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}},
-    504: {"description": "request not answered in time (it waited too long in the queue)",
-          "example": {"detail": "request waited more than 30 s for a model worker; the server is overloaded: retry later"}},
+    401: {
+        "description": "missing or wrong API key (when the server requires one)",
+        "example": {"detail": "missing or wrong API key: send it in the X-API-Key header"},
+    },
+    413: {
+        "description": "request body larger than the limit",
+        "example": {"detail": "request body is 3000015 bytes; the limit is 2000000"},
+    },
+    415: {
+        "description": "Content-Type is not application/json",
+        "example": {"detail": "Content-Type must be application/json (got 'text/plain')"},
+    },
+    422: {
+        "description": "invalid request (malformed JSON, invalid UTF-8, wrong types, empty or oversize input, "
+        "unsupported language pair): the message says what to fix",
+        "example": _EXAMPLE_422,
+    },
+    429: {
+        "description": "queue full: retry after Retry-After seconds",
+        "example": {"detail": "server busy: 512 requests already queued; retry shortly"},
+        "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
+    },
+    503: {
+        "description": "an inference worker died (the server answers what it holds with 503 and exits with code 3 "
+        "to be restarted), or the server is shutting down and its grace period ended before this "
+        "request was answered; retry after Retry-After seconds",
+        "example": {"detail": WORKER_LOST},
+        "headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
+    },
+    504: {
+        "description": "request not answered in time (it waited too long in the queue)",
+        "example": {
+            "detail": "request waited more than 30 s for a model worker; the server is overloaded: retry later"
+        },
+    },
 }
 ROUTES = {
-    "/v1/sentiment": ("Classify reviews as positive or negative",
-                      "One result per text, in request order: the label, its probability and both class probabilities. "
-                      "Requests from different clients are batched together dynamically.",
-                      {"two reviews": {"value": {"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}}}),
-    "/v1/translate": ("Translate sentences (beam search)",
-                      "One result per text, in request order. `n_best` > 1 adds the other hypotheses as `alternatives`; "
-                      "`return_alignments` adds the attention weights of the chosen hypothesis. Unsupported language "
-                      "pairs are rejected with 422 listing the supported ones.",
-                      {"English to German": {"value": {"texts": ["A man is riding a bicycle down the street."],
-                                                       "source_lang": "en", "target_lang": "de"}},
-                       "3-best with alignments": {"value": {"texts": ["Two dogs play in the snow."], "target_lang": "de",
-                                                            "beam_size": 5, "n_best": 3, "return_alignments": True}}}),
+    "/v1/sentiment": (
+        "Classify reviews as positive or negative",
+        "One result per text, in request order: the label, its probability and both class probabilities. "
+        "Requests from different clients are batched together dynamically.",
+        {"two reviews": {"value": {"texts": ["A wonderful, moving film.", "Two hours I will never get back."]}}},
+    ),
+    "/v1/translate": (
+        "Translate sentences (beam search)",
+        "One result per text, in request order. `n_best` > 1 adds the other hypotheses as `alternatives`; "
+        "`return_alignments` adds the attention weights of the chosen hypothesis. Unsupported language "
+        "pairs are rejected with 422 listing the supported ones.",
+        {
+            "English to German": {
+                "value": {
+                    "texts": ["A man is riding a bicycle down the street."],
+                    "source_lang": "en",
+                    "target_lang": "de",
+                }
+            },
+            "3-best with alignments": {
+                "value": {
+                    "texts": ["Two dogs play in the snow."],
+                    "target_lang": "de",
+                    "beam_size": 5,
+                    "n_best": 3,
+                    "return_alignments": True,
+                }
+            },
+        },
+    ),
 }
 
 
@@ -144,8 +182,12 @@ class _PipeTransport(MessageTransport):
             raise asyncio.CancelledError("transport closed")
         if self._inbox is None:
             self._inbox = asyncio.Queue()
-            threading.Thread(target=self._pump, args=(self._queues[consumer_id], asyncio.get_running_loop(), self._inbox),
-                             daemon=True, name="response-pump").start()
+            threading.Thread(
+                target=self._pump,
+                args=(self._queues[consumer_id], asyncio.get_running_loop(), self._inbox),
+                daemon=True,
+                name="response-pump",
+            ).start()
         return await self._inbox.get()
 
     @staticmethod
@@ -235,8 +277,10 @@ class _LitServer(ls.LitServer):
         if self.state.failure is None:
             self.state.failure = f"inference worker {pid} exited"
         waiting = [item for item in self.response_buffer.values() if not item.event.is_set()]
-        log.error(f"inference worker {pid} exited; answering {len(waiting)} waiting request(s) with 503",
-                  extra={"event": "worker_lost"})
+        log.error(
+            f"inference worker {pid} exited; answering {len(waiting)} waiting request(s) with 503",
+            extra={"event": "worker_lost"},
+        )
         for item in waiting:
             item.response = (HTTPException(503, WORKER_LOST, headers={"Retry-After": "1"}), LitAPIStatus.ERROR)
             item.event.set()
@@ -308,10 +352,15 @@ def check_device(settings: Settings) -> str:
 
 
 def _error_responses() -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse, "description": r["description"],
-                   "content": {"application/json": {"example": r["example"]}},
-                   **({"headers": r["headers"]} if "headers" in r else {})}
-            for code, r in ERROR_RESPONSES.items()}
+    return {
+        code: {
+            "model": ErrorResponse,
+            "description": r["description"],
+            "content": {"application/json": {"example": r["example"]}},
+            **({"headers": r["headers"]} if "headers" in r else {}),
+        }
+        for code, r in ERROR_RESPONSES.items()
+    }
 
 
 def _health(endpoint, state: ServiceState):
@@ -337,17 +386,36 @@ def _describe_routes(app, state: ServiceState) -> None:
             continue
         if route.path in ROUTES:
             summary, description, examples = ROUTES[route.path]
-            routes[i] = APIRoute(route.path, route.endpoint, methods=["POST"], response_model=route.response_model,
-                                 response_model_exclude_none=True, summary=summary, description=description,
-                                 tags=["inference"], operation_id=route.path.rsplit("/", 1)[-1], responses=_error_responses(),
-                                 openapi_extra={"requestBody": {"content": {"application/json": {"examples": examples}}}})
+            routes[i] = APIRoute(
+                route.path,
+                route.endpoint,
+                methods=["POST"],
+                response_model=route.response_model,
+                response_model_exclude_none=True,
+                summary=summary,
+                description=description,
+                tags=["inference"],
+                operation_id=route.path.rsplit("/", 1)[-1],
+                responses=_error_responses(),
+                openapi_extra={"requestBody": {"content": {"application/json": {"examples": examples}}}},
+            )
         elif route.path == "/health":
-            routes[i] = APIRoute(route.path, _health(route.endpoint, state), methods=["GET"], dependencies=route.dependencies,
-                                 response_class=PlainTextResponse, tags=["operations"],
-                                 summary="Ready: 200 once every model is loaded, verified and warmed up",
-                                 responses={200: {"description": "ready", "content": {"text/plain": {"example": "ok"}}},
-                                            503: {"description": "still starting, or an inference worker died",
-                                                  "content": {"text/plain": {"example": "not ready"}}}})
+            routes[i] = APIRoute(
+                route.path,
+                _health(route.endpoint, state),
+                methods=["GET"],
+                dependencies=route.dependencies,
+                response_class=PlainTextResponse,
+                tags=["operations"],
+                summary="Ready: 200 once every model is loaded, verified and warmed up",
+                responses={
+                    200: {"description": "ready", "content": {"text/plain": {"example": "ok"}}},
+                    503: {
+                        "description": "still starting, or an inference worker died",
+                        "content": {"text/plain": {"example": "not ready"}},
+                    },
+                },
+            )
         elif route.path in ("/", "/litserve/info"):
             route.include_in_schema = False
 
@@ -358,34 +426,64 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
     LIMITS.max_translate_chars, LIMITS.pairs = settings.max_translate_chars, pairs
     families = int(has_sentiment) + int(bool(pairs))
     threads = settings.threads or threads_per_session(settings.workers * families)
-    kw = {"models_dir": settings.models_dir, "device": settings.device, "threads": threads, "workers": settings.workers,
-          "state_dir": state_dir, "max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout,
-          "token_budget": settings.token_budget, "log_level": settings.log_level}
+    kw = {
+        "models_dir": settings.models_dir,
+        "device": settings.device,
+        "threads": threads,
+        "workers": settings.workers,
+        "state_dir": state_dir,
+        "max_batch_size": settings.max_batch_size,
+        "batch_timeout": settings.batch_timeout,
+        "token_budget": settings.token_budget,
+        "log_level": settings.log_level,
+    }
     apis: list[ls.LitAPI] = []
     if has_sentiment:
         apis.append(SentimentAPI(**kw))
     if pairs:
         apis.append(TranslateAPI(**kw))
-    server = _LitServer(apis, accelerator="cpu", workers_per_device=settings.workers, timeout=settings.request_timeout,
-                        info_path="/litserve/info", track_requests=False)
+    server = _LitServer(
+        apis,
+        accelerator="cpu",
+        workers_per_device=settings.workers,
+        timeout=settings.request_timeout,
+        info_path="/litserve/info",
+        track_requests=False,
+    )
     app = server.app
     app.title, app.version = "rnn-serve", __version__
-    app.description = ("Sentiment (BiLSTM, IMDB) and translation (attention seq2seq, Multi30k) over ONNX Runtime. "
-                       "Errors are JSON `{\"detail\": ...}` saying what to fix; every response carries an "
-                       "`X-Request-ID` (the client's, when it sent one).")
+    app.description = (
+        "Sentiment (BiLSTM, IMDB) and translation (attention seq2seq, Multi30k) over ONNX Runtime. "
+        'Errors are JSON `{"detail": ...}` saying what to fix; every response carries an '
+        "`X-Request-ID` (the client's, when it sent one)."
+    )
     server.state = state = ServiceState()
     _describe_routes(app, state)
-    info_state = {"settings": settings, "state_dir": state_dir, "started": time.time(), "pairs": pairs,
-                  "threads": threads}
+    info_state = {
+        "settings": settings,
+        "state_dir": state_dir,
+        "started": time.time(),
+        "pairs": pairs,
+        "threads": threads,
+    }
 
-    @app.get("/info", tags=["operations"], summary="Models, versions, metrics, execution provider, batching",
-             description="The models the inference workers loaded (name, version, metrics from their metadata, the ONNX "
-                         "Runtime execution provider actually in use), the translation pairs, batching and limits.")
+    @app.get(
+        "/info",
+        tags=["operations"],
+        summary="Models, versions, metrics, execution provider, batching",
+        description="The models the inference workers loaded (name, version, metrics from their metadata, the ONNX "
+        "Runtime execution provider actually in use), the translation pairs, batching and limits.",
+    )
     async def info() -> JSONResponse:
         return JSONResponse(_info(info_state))
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus exposition", response_class=PlainTextResponse,
-             description="Every process's metrics (HTTP process and inference workers), in the Prometheus text format.")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus exposition",
+        response_class=PlainTextResponse,
+        description="Every process's metrics (HTTP process and inference workers), in the Prometheus text format.",
+    )
     async def metrics() -> Response:
         return Response(M.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -396,27 +494,48 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
         errors = exc.errors()
         detail = [_explain(e) for e in errors[:MAX_ERRORS]]
         if len(errors) > MAX_ERRORS:
-            detail.append({"loc": ["body"], "msg": f"and {len(errors) - MAX_ERRORS} more errors like these",
-                           "type": "more_errors"})
+            detail.append(
+                {
+                    "loc": ["body"],
+                    "msg": f"and {len(errors) - MAX_ERRORS} more errors like these",
+                    "type": "more_errors",
+                }
+            )
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail, status = exc.detail, exc.status_code
         if status == 504:  # LitServe: the request waited in the queue past the timeout
-            detail = (f"request waited more than {settings.request_timeout:g} s for a model worker; "
-                      "the server is overloaded: retry later")
+            detail = (
+                f"request waited more than {settings.request_timeout:g} s for a model worker; "
+                "the server is overloaded: retry later"
+            )
         elif status == 400 and request.url.path.startswith("/v1/"):
             # FastAPI's answer when json.loads fails with something other than a syntax error:
             # nesting deeper than the parser's recursion limit, an integer of more than 4300
             # digits. Malformed JSON is a 422 like any other (as documented), saying what is wrong.
             cause = exc.__cause__
-            why = ("nested too deeply" if isinstance(cause, RecursionError) else
-                   "a number has too many digits" if isinstance(cause, ValueError) and "digits" in str(cause) else
-                   "it cannot be parsed")
-            return JSONResponse({"detail": [{"loc": ["body"], "type": "json_invalid",
-                                             "msg": f"request body is not valid JSON ({why}); send a JSON object such as "
-                                                    f"{_EXAMPLE_BODY}"}]}, status_code=422)
+            why = (
+                "nested too deeply"
+                if isinstance(cause, RecursionError)
+                else "a number has too many digits"
+                if isinstance(cause, ValueError) and "digits" in str(cause)
+                else "it cannot be parsed"
+            )
+            return JSONResponse(
+                {
+                    "detail": [
+                        {
+                            "loc": ["body"],
+                            "type": "json_invalid",
+                            "msg": f"request body is not valid JSON ({why}); send a JSON object such as "
+                            f"{_EXAMPLE_BODY}",
+                        }
+                    ]
+                },
+                status_code=422,
+            )
         return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -469,17 +588,34 @@ def _info(st: dict[str, Any]) -> dict[str, Any]:
         e["providers"] = sorted(e.pop("providers"))
         e.pop("provider", None)
     return {
-        "service": {"name": "rnn-serve", "version": __version__, "uptime_seconds": round(time.time() - st["started"], 1)},
+        "service": {
+            "name": "rnn-serve",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - st["started"], 1),
+        },
         "models": list(models.values()),
         "translation_pairs": st["pairs"],
-        "runtime": {"onnxruntime": ort.__version__, "device_requested": s.device,
-                    "available_providers": ort.get_available_providers(), "threads_per_session": st["threads"],
-                    "workers_per_family": s.workers},
-        "batching": {"max_batch_size": s.max_batch_size, "batch_timeout_s": s.batch_timeout,
-                     "enabled": s.max_batch_size > 1, "sentiment_token_budget": s.token_budget},
-        "limits": {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars,
-                   "max_translate_chars": s.max_translate_chars, "max_payload_bytes": s.max_payload_bytes,
-                   "max_queue": s.max_queue, "request_timeout_s": s.request_timeout},
+        "runtime": {
+            "onnxruntime": ort.__version__,
+            "device_requested": s.device,
+            "available_providers": ort.get_available_providers(),
+            "threads_per_session": st["threads"],
+            "workers_per_family": s.workers,
+        },
+        "batching": {
+            "max_batch_size": s.max_batch_size,
+            "batch_timeout_s": s.batch_timeout,
+            "enabled": s.max_batch_size > 1,
+            "sentiment_token_budget": s.token_budget,
+        },
+        "limits": {
+            "max_texts": s.max_texts,
+            "max_text_chars": s.max_text_chars,
+            "max_translate_chars": s.max_translate_chars,
+            "max_payload_bytes": s.max_payload_bytes,
+            "max_queue": s.max_queue,
+            "request_timeout_s": s.request_timeout,
+        },
         "auth": {"api_key_required": s.api_key is not None},
     }
 
@@ -520,8 +656,10 @@ def _watch_workers(server: _LitServer, exit_code: _ExitCode, state_dir: Path) ->
                 return
             lost_http = [p for p in server.http_processes if not p.is_alive()]
             if lost_http and exit_code.claim(EXIT_WORKER_DIED):
-                log.error("HTTP process died; shutting down to be restarted",
-                          extra={"event": "worker_died", "status": lost_http[0].exitcode})
+                log.error(
+                    "HTTP process died; shutting down to be restarted",
+                    extra={"event": "worker_died", "status": lost_http[0].exitcode},
+                )
                 server._shutdown_event.set()
                 return
             dead = [p for p in server.inference_workers if not p.is_alive()]
@@ -529,9 +667,12 @@ def _watch_workers(server: _LitServer, exit_code: _ExitCode, state_dir: Path) ->
                 setup_failed = any(v == WorkerSetupStatus.ERROR for v in server.workers_setup_status.values())
                 if not exit_code.claim(EXIT_STARTUP_FAILED if setup_failed else EXIT_WORKER_DIED):
                     return  # a failed start, already reported
-                log.error(f"start-up failed: {_setup_failures(state_dir) or 'an inference worker failed its setup'}"
-                          if setup_failed else "inference worker died; shutting down to be restarted",
-                          extra={"event": "startup_failed" if setup_failed else "worker_died", "status": dead[0].exitcode})
+                log.error(
+                    f"start-up failed: {_setup_failures(state_dir) or 'an inference worker failed its setup'}"
+                    if setup_failed
+                    else "inference worker died; shutting down to be restarted",
+                    extra={"event": "startup_failed" if setup_failed else "worker_died", "status": dead[0].exitcode},
+                )
                 # The HTTP process has answered what it held (503); do not wait long for it.
                 server.uvicorn_graceful_timeout = 3
                 server._shutdown_event.set()
@@ -561,8 +702,10 @@ def run(settings: Settings, state_dir: Path) -> int:
     except (ArtifactError, ProviderError) as e:
         log.error(str(e), extra={"event": "startup_failed"})
         return EXIT_STARTUP_FAILED
-    log.info(f"serving on {settings.host}:{settings.port} with {provider} (device={settings.device})",
-             extra={"event": "starting"})
+    log.info(
+        f"serving on {settings.host}:{settings.port} with {provider} (device={settings.device})",
+        extra={"event": "starting"},
+    )
     server.uvicorn_graceful_timeout = settings.shutdown_grace
     server._monitor_workers = False
     exit_code = _ExitCode()
@@ -577,10 +720,19 @@ def run(settings: Settings, state_dir: Path) -> int:
 
     server.start_manager()  # before the handler: the forked Manager must not run it
     signal.signal(signal.SIGTERM, on_term)
-    threading.Thread(target=_watch_workers, args=(server, exit_code, state_dir), daemon=True, name="worker-watchdog").start()
+    threading.Thread(
+        target=_watch_workers, args=(server, exit_code, state_dir), daemon=True, name="worker-watchdog"
+    ).start()
     try:
-        server.run(host=settings.host, port=settings.port, num_api_servers=1, generate_client_file=False,
-                   log_level=settings.log_level, access_log=False, log_config=None)
+        server.run(
+            host=settings.host,
+            port=settings.port,
+            num_api_servers=1,
+            generate_client_file=False,
+            log_level=settings.log_level,
+            access_log=False,
+            log_config=None,
+        )
     except RuntimeError as e:  # a worker failed in setup(): artifact, golden check or provider
         if exit_code.claim(EXIT_STARTUP_FAILED):  # else the watchdog saw the worker exit and said why
             log.error(f"start-up failed: {_setup_failures(state_dir) or e}", extra={"event": "startup_failed"})

@@ -24,8 +24,12 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = cores / sessions")
     max_batch_size: int = Field(32, ge=1, le=512, description="requests per dynamic batch; 1 turns batching off")
     batch_timeout: float = Field(0.005, ge=0, le=1, description="seconds a batch waits to fill")
-    token_budget: int = Field(2048, ge=64, description="padded tokens per sentiment sub-batch (a batch is sorted by "
-                              "length and cut so that short reviews are not padded to a long one)")
+    token_budget: int = Field(
+        2048,
+        ge=64,
+        description="padded tokens per sentiment sub-batch (a batch is sorted by "
+        "length and cut so that short reviews are not padded to a long one)",
+    )
     max_texts: int = Field(64, ge=1, le=1024, description="texts per request")
     max_text_chars: int = Field(20_000, ge=1, description="characters per sentiment text")
     max_translate_chars: int = Field(1_000, ge=1, description="characters per text to translate")

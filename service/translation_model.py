@@ -49,9 +49,17 @@ class OnnxStepper:
 
     def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
         self.steps += 1
-        logp, h, c, attn = self.decoder.run(None, {"prev_tokens": tokens, "h": state["h"], "c": state["c"],
-                                                   "enc_states": memory["states"], "enc_keys": memory["keys"],
-                                                   "src_mask": memory["mask"]})
+        logp, h, c, attn = self.decoder.run(
+            None,
+            {
+                "prev_tokens": tokens,
+                "h": state["h"],
+                "c": state["c"],
+                "enc_states": memory["states"],
+                "enc_keys": memory["keys"],
+                "src_mask": memory["mask"],
+            },
+        )
         return logp, {"h": h, "c": c}, attn
 
 
@@ -74,8 +82,15 @@ class TranslationModel:
     def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
         return [ids[:MAX_SRC_TOKENS] for ids in self.src_tok.encode_batch(list(texts))]
 
-    def translate_ids(self, src: Sequence[Sequence[int]], *, beam_size: int = 5, n_best: int = 1,
-                      max_length: int | None = None, batch_size: int = 64) -> list[list[Hypothesis]]:
+    def translate_ids(
+        self,
+        src: Sequence[Sequence[int]],
+        *,
+        beam_size: int = 5,
+        n_best: int = 1,
+        max_length: int | None = None,
+        batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
         """Hypotheses (n_best, best first) per source, in input order; sorted by length inside."""
         order = np.argsort([len(s) for s in src], kind="stable")
         out: list[list[Hypothesis]] = [[] for _ in src]
@@ -87,10 +102,21 @@ class TranslationModel:
             if max_length is not None:
                 ml = np.minimum(ml, max_length)
             if beam_size == 1:
-                hyps = [[h] for h in greedy_search(self.stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)]
+                hyps = [
+                    [h] for h in greedy_search(self.stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)
+                ]
             else:
-                hyps = beam_search(self.stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml,
-                                   beam_size=beam_size, alpha=self.alpha, n_best=n_best)
+                hyps = beam_search(
+                    self.stepper.step,
+                    state,
+                    memory,
+                    bos=BOS_ID,
+                    eos=EOS_ID,
+                    max_len=ml,
+                    beam_size=beam_size,
+                    alpha=self.alpha,
+                    n_best=n_best,
+                )
             for i, h in zip(idx, hyps, strict=True):
                 out[i] = h
         return out
@@ -104,8 +130,11 @@ class TranslationModel:
     def alignment(self, src_ids: Sequence[int], h: Hypothesis) -> dict:
         """Source and target subwords and the [target][source] attention weights (EOS row dropped)."""
         w = h.attention[: len(h.tokens), : len(src_ids)]
-        return {"source_tokens": self.src_tok.pieces(list(src_ids)), "target_tokens": self.tgt_tok.pieces(h.tokens),
-                "weights": np.round(w, 4).tolist()}
+        return {
+            "source_tokens": self.src_tok.pieces(list(src_ids)),
+            "target_tokens": self.tgt_tok.pieces(h.tokens),
+            "weights": np.round(w, 4).tolist(),
+        }
 
     def check_golden(self, atol: float = 1e-4) -> None:
         g = self.meta["golden"]

@@ -3,6 +3,7 @@ and export code, and the real server started as a subprocess on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -49,7 +50,9 @@ def translation_run(data_dir, tmp_path_factory) -> Path:
     from training.translation.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("translation-run")
-    cfg = TranslationConfig(src_vocab=120, tgt_vocab=120, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1)
+    cfg = TranslationConfig(
+        src_vocab=120, tgt_vocab=120, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1
+    )
     train(run, data_dir, cfg, TrainConfig(epochs=2, batch_size=32, lr=5e-3))
     return run
 
@@ -81,11 +84,29 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
-               "--models-dir", str(models_dir), "--device", "cpu", *args]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(models_dir),
+            "--device",
+            "cpu",
+            *args,
+        ]
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
 
     def wait_healthy(self, timeout: float = 120) -> Server:
         deadline = time.time() + timeout
@@ -111,10 +132,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        try:  # leftover children (inference workers) of a killed server
+        with contextlib.suppress(ProcessLookupError):  # leftover children (inference workers) of a killed server
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.log.close()
         return self.proc.returncode
 

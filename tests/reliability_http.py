@@ -133,7 +133,8 @@ class BackgroundLoad:
         """One more request, sent now from the load's thread."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(
-            lambda: self._tasks.append(asyncio.create_task(self.load.send(self._client, path, body, rid))))
+            lambda: self._tasks.append(asyncio.create_task(self.load.send(self._client, path, body, rid)))
+        )
 
     def stop(self, timeout: float = 180) -> list[dict[str, Any]]:
         assert self._loop is not None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +31,9 @@ def sample(fams: dict[str, list], name: str, **labels: str) -> float:
     return sum(s.value for s in fams.get(family, []) if s.name == name and labels.items() <= s.labels.items())
 
 
-def burst(url: str, path: str, bodies: list[Any], headers: dict[str, str] | None = None,
-          timeout: float = 120) -> list[httpx.Response]:
+def burst(
+    url: str, path: str, bodies: list[Any], headers: dict[str, str] | None = None, timeout: float = 120
+) -> list[httpx.Response]:
     """POST every body at once (one connection each), responses in order."""
 
     async def go() -> list[httpx.Response]:

@@ -14,15 +14,47 @@ from pathlib import Path
 
 POS = ["great", "wonderful", "moving", "superb", "brilliant", "funny", "beautiful", "loved"]
 NEG = ["awful", "boring", "dull", "terrible", "waste", "stupid", "bad", "hated"]
-FILL = ["the", "film", "movie", "acting", "story", "plot", "was", "and", "a", "it", "really", "i", "this", "<br /><br />"]
+FILL = [
+    "the",
+    "film",
+    "movie",
+    "acting",
+    "story",
+    "plot",
+    "was",
+    "and",
+    "a",
+    "it",
+    "really",
+    "i",
+    "this",
+    "<br /><br />",
+]
 
 LEX = {  # en -> (de, fr)
-    "a": ("ein", "un"), "man": ("mann", "homme"), "dog": ("hund", "chien"), "woman": ("frau", "femme"),
-    "child": ("kind", "enfant"), "runs": ("rennt", "court"), "sits": ("sitzt", "assis"), "plays": ("spielt", "joue"),
-    "in": ("im", "dans"), "park": ("park", "parc"), "snow": ("schnee", "neige"), "street": ("straße", "rue"),
-    "red": ("roter", "rouge"), "big": ("großer", "grand"), "small": ("kleiner", "petit"), "water": ("wasser", "eau"),
+    "a": ("ein", "un"),
+    "man": ("mann", "homme"),
+    "dog": ("hund", "chien"),
+    "woman": ("frau", "femme"),
+    "child": ("kind", "enfant"),
+    "runs": ("rennt", "court"),
+    "sits": ("sitzt", "assis"),
+    "plays": ("spielt", "joue"),
+    "in": ("im", "dans"),
+    "park": ("park", "parc"),
+    "snow": ("schnee", "neige"),
+    "street": ("straße", "rue"),
+    "red": ("roter", "rouge"),
+    "big": ("großer", "grand"),
+    "small": ("kleiner", "petit"),
+    "water": ("wasser", "eau"),
 }
-SUBJ, VERB, PLACE, ADJ = ["man", "dog", "woman", "child"], ["runs", "sits", "plays"], ["park", "snow", "street", "water"], ["red", "big", "small"]
+SUBJ, VERB, PLACE, ADJ = (
+    ["man", "dog", "woman", "child"],
+    ["runs", "sits", "plays"],
+    ["park", "snow", "street", "water"],
+    ["red", "big", "small"],
+)
 
 
 def review(rng: random.Random, label: int) -> str:

@@ -95,8 +95,10 @@ def test_api_key_and_queue_full(locked_server):
 
     async def burst() -> list[object]:
         async with AsyncClient(locked_server.url, api_key=API_KEY) as c:
-            return await asyncio.gather(*(c.translate(["A man sits in the snow."], "de", beam_size=5) for _ in range(12)),
-                                        return_exceptions=True)
+            return await asyncio.gather(
+                *(c.translate(["A man sits in the snow."], "de", beam_size=5) for _ in range(12)),
+                return_exceptions=True,
+            )
 
     out = asyncio.run(burst())
     busy = [r for r in out if isinstance(r, APIError)]
@@ -106,12 +108,15 @@ def test_api_key_and_queue_full(locked_server):
 
 def test_non_json_error_from_a_proxy():
     """A 502 page from something in front of the server still becomes an APIError."""
+
     def proxy(request: httpx.Request) -> httpx.Response:
         assert request.headers["x-request-id"] and request.headers["x-api-key"] == "k"
         return httpx.Response(502, text="<html>Bad Gateway</html>", headers={"retry-after": "2.5"})
 
-    with Client("http://proxy.invalid", api_key="k", transport=httpx.MockTransport(proxy)) as c, \
-            pytest.raises(APIError) as e:
+    with (
+        Client("http://proxy.invalid", api_key="k", transport=httpx.MockTransport(proxy)) as c,
+        pytest.raises(APIError) as e,
+    ):
         c.sentiment(["fine"])
     assert (e.value.status, e.value.retry_after) == (502, 2.5)
     assert "Bad Gateway" in e.value.detail

@@ -30,9 +30,12 @@ K8S_VERSION = "1.30.0"  # oldest Kubernetes the manifests are checked against (a
 
 # ----------------------------------------------------------------------------- Dockerfile
 
+
 def dockerfile(path: Path = DEPLOY / "Dockerfile") -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
-    text = re.sub(r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#"))
+    )
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -88,21 +91,33 @@ def test_image_requirements_are_pyproject_runtime_deps_without_torch():
     assert not any(r.startswith(("torch", "onnxruntime-gpu")) for r in reqs)
     assert [r for r in reqs if r.startswith("onnxruntime")] == ["onnxruntime>=1.20"]
     assert set(reqs) - {"onnxruntime>=1.20"} == {d for d in deps if not d.startswith("onnxruntime")}
-    gpu = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--onnxruntime", "onnxruntime-gpu"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    gpu = subprocess.run(
+        [sys.executable, str(DEPLOY / "requirements.py"), "--onnxruntime", "onnxruntime-gpu"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert gpu[-1] == "onnxruntime-gpu>=1.20" and gpu[:-1] == reqs[:-1]
 
 
 def test_dockerignore_keeps_the_context_small_but_complete():
-    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    patterns = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     for must in (".git", ".venv", "runs", "data", "**/__pycache__", ".pytest_cache"):
         assert must in patterns
 
     def ignored(path: str) -> bool:
         return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path.split("/")[0], p) for p in patterns)
 
-    for needed in ("pyproject.toml", "README.md", "service/server.py", "deploy/requirements.py", "deploy/Dockerfile",
-                   "models/sentiment/model.onnx"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "service/server.py",
+        "deploy/requirements.py",
+        "deploy/Dockerfile",
+        "models/sentiment/model.onnx",
+    ):
         assert not ignored(needed), needed
 
 
@@ -114,13 +129,20 @@ def test_smoke_script_parses():
 
 # ----------------------------------------------------------------------------- compose
 
-COMPOSE_FILES = [["docker-compose.yml", "docker-compose.override.yml"], ["docker-compose.yml", "deploy/compose.host.yml"]]
+COMPOSE_FILES = [
+    ["docker-compose.yml", "docker-compose.override.yml"],
+    ["docker-compose.yml", "deploy/compose.host.yml"],
+]
 
 
 def compose_config(files: list[str]) -> dict:
     """The merged compose model (later files override earlier ones, as compose does for maps)."""
+
     def merge(a: dict, b: dict) -> dict:
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()}}
+        return {
+            **a,
+            **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()},
+        }
 
     out: dict = {}
     for f in files:
@@ -149,7 +171,9 @@ def test_compose_config_validates(files):
 
 @pytest.mark.parametrize("files", COMPOSE_FILES, ids=["bridge", "host"])
 def test_compose_matches_the_compose_spec_schema(files):
-    schema = json.loads(resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
     for f in files:
         jsonschema.validate(yaml.safe_load((ROOT / f).read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):  # the check can fail
@@ -189,6 +213,7 @@ def test_compose_stack_is_wired_by_health():
 
 # ----------------------------------------------------------------------------- Prometheus and Grafana
 
+
 def dashboard() -> dict:
     return json.loads((DEPLOY / "grafana" / "dashboards" / "rnn-serve.json").read_text())
 
@@ -209,8 +234,11 @@ def test_prometheus_scrapes_the_compose_service():
     assert jobs["rnn-serve-gpu"]["static_configs"][0]["targets"] == [f"rnn-serve-gpu:{port}"]
     assert prom["rule_files"] == ["alerts.yml"]  # beside prometheus.yml, as compose mounts both
     if shutil.which("promtool"):  # Debian's prometheus package has it; checks the config and its rules
-        r = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -225,7 +253,15 @@ def test_grafana_provisioning_and_dashboard_shape():
     d = dashboard()
     assert d["uid"] == "rnn-serve" and len({p["id"] for p in d["panels"]}) == len(d["panels"])
     titles = " | ".join(p["title"].lower() for p in d["panels"])
-    for topic in ("request rate", "p50 / p95 / p99", "errors by status", "queue wait", "batch size", "tokens/s", "in-flight"):
+    for topic in (
+        "request rate",
+        "p50 / p95 / p99",
+        "errors by status",
+        "queue wait",
+        "batch size",
+        "tokens/s",
+        "in-flight",
+    ):
         assert topic in titles, topic
     for p in d["panels"]:
         assert p["datasource"]["uid"] == source["uid"]
@@ -238,8 +274,11 @@ def test_dashboard_and_alerts_query_metrics_the_server_exports(server):
     url = server.url
     assert httpx.post(f"{url}/v1/sentiment", json={"texts": ["A fine film."]}).status_code == 200
     assert httpx.post(f"{url}/v1/translate", json={"texts": ["A dog runs."], "target_lang": "de"}).status_code == 200
-    big = httpx.post(f"{url}/v1/sentiment", content=b'{"texts": ["' + b"a" * 2_100_000 + b'"]}',
-                     headers={"content-type": "application/json"})
+    big = httpx.post(
+        f"{url}/v1/sentiment",
+        content=b'{"texts": ["' + b"a" * 2_100_000 + b'"]}',
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413  # so that the rejected-requests counter has a series
     exported = {s.name for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics").text) for s in fam.samples}
     wanted = queried_metrics()
@@ -248,6 +287,7 @@ def test_dashboard_and_alerts_query_metrics_the_server_exports(server):
 
 
 # ----------------------------------------------------------------------------- Kubernetes
+
 
 def kustomize(path: Path) -> list[dict]:
     if not shutil.which("kubectl"):
@@ -266,8 +306,13 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 @pytest.mark.parametrize("overlay", ["", "overlays/gpu"], ids=["cpu", "gpu"])
 def test_kustomize_renders_schema_valid_manifests(overlay):
     docs = kustomize(DEPLOY / "k8s" / overlay)
-    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-                                          "PodDisruptionBudget"}
+    assert {d["kind"] for d in docs} == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
     for d in docs:
         kubernetes_validate.validate(d, K8S_VERSION, strict=True)
         kubernetes_validate.validate(d, kubernetes_validate.latest_version(), strict=True)
@@ -286,8 +331,9 @@ def test_schema_validation_can_fail():
 
 def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
     k = by_kind(kustomize(DEPLOY / "k8s"))
-    dep, svc, hpa, pdb, cm = (k[n] for n in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                                              "ConfigMap"))
+    dep, svc, hpa, pdb, cm = (
+        k[n] for n in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap")
+    )
     pod = dep["spec"]["template"]
     (c,) = pod["spec"]["containers"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -303,10 +349,18 @@ def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
     assert pod["spec"]["terminationGracePeriodSeconds"] > float(cm["data"]["RNNSERVE_SHUTDOWN_GRACE"])
 
     assert "replicas" not in dep["spec"]  # the HPA owns it
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
     labels = pod["metadata"]["labels"]
-    for sel in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"], dep["spec"]["selector"]["matchLabels"]):
+    for sel in (
+        svc["spec"]["selector"],
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"],
+    ):
         assert sel.items() <= labels.items()
     assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]

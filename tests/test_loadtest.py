@@ -28,6 +28,7 @@ def _assert_png(path: Path) -> None:
 
 # ----------------------------------------------------------------------------- readers and statistics
 
+
 def test_dataset_readers_sample_real_file_formats(data_dir):
     imdb = lt.dataset_file("sentiment", data_dir)
     assert imdb.name == "imdb_test.jsonl.xz"
@@ -86,12 +87,14 @@ def test_summary_percentiles_errors_and_slo():
 
 def test_server_view_from_two_metrics_snapshots():
     def exposition(n: int, batches: int, wait: float, tokens: int) -> str:
-        return (f'rnnserve_batch_size_requests_sum{{endpoint="sentiment"}} {n}\n'
-                f'rnnserve_batch_size_requests_count{{endpoint="sentiment"}} {batches}\n'
-                f'rnnserve_batch_size_requests_count{{endpoint="translate"}} 999\n'
-                f'rnnserve_queue_wait_seconds_sum{{endpoint="sentiment"}} {wait}\n'
-                f'rnnserve_queue_wait_seconds_count{{endpoint="sentiment"}} {n}\n'
-                f'rnnserve_tokens_total{{endpoint="sentiment",kind="input"}} {tokens}\n')
+        return (
+            f'rnnserve_batch_size_requests_sum{{endpoint="sentiment"}} {n}\n'
+            f'rnnserve_batch_size_requests_count{{endpoint="sentiment"}} {batches}\n'
+            f'rnnserve_batch_size_requests_count{{endpoint="translate"}} 999\n'
+            f'rnnserve_queue_wait_seconds_sum{{endpoint="sentiment"}} {wait}\n'
+            f'rnnserve_queue_wait_seconds_count{{endpoint="sentiment"}} {n}\n'
+            f'rnnserve_tokens_total{{endpoint="sentiment",kind="input"}} {tokens}\n'
+        )
 
     before = lt.endpoint_totals(exposition(10, 10, 0.5, 1000), "sentiment")
     assert before["rnnserve_batch_size_requests_count"] == 10 and before["tokens_input"] == 1000
@@ -103,13 +106,38 @@ def test_server_view_from_two_metrics_snapshots():
 
 # ----------------------------------------------------------------------------- real runs
 
+
 def test_closed_loop_cli_against_the_server(server, data_dir, tmp_path):
     out = tmp_path / "load" / "sentiment.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "service.loadtest", "--url", server.url, "--endpoint", "sentiment", "--concurrency", "4",
-         "--duration", "3", "--warmup", "1", "--data-dir", str(data_dir), "--texts-per-request", "2",
-         "--slo-p99-ms", "5000", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "service.loadtest",
+            "--url",
+            server.url,
+            "--endpoint",
+            "sentiment",
+            "--concurrency",
+            "4",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            "--texts-per-request",
+            "2",
+            "--slo-p99-ms",
+            "5000",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "closed loop c=4" in proc.stdout and "SLO p99 <= 5000 ms: PASS" in proc.stdout
     assert "warm-up" in proc.stderr or "measure" in proc.stderr  # the progress line
@@ -139,9 +167,29 @@ def test_closed_loop_cli_against_the_server(server, data_dir, tmp_path):
 
 def test_translate_sweep_plots_and_slo_miss(server, data_dir, tmp_path):
     out = tmp_path / "sweep.json"
-    code = lt.main(["--url", server.url, "--endpoint", "translate", "--sweep", "1,3", "--duration", "1.5",
-                    "--warmup", "0.5", "--data-dir", str(data_dir), "--beam-size", "2", "--slo-p99-ms", "0.01",
-                    "--quiet", "--out", str(out)])
+    code = lt.main(
+        [
+            "--url",
+            server.url,
+            "--endpoint",
+            "translate",
+            "--sweep",
+            "1,3",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--data-dir",
+            str(data_dir),
+            "--beam-size",
+            "2",
+            "--slo-p99-ms",
+            "0.01",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1  # nobody answers in 10 µs
     rep = _report(out)
     assert [r["concurrency"] for r in rep["runs"]] == [1, 3]
@@ -155,8 +203,26 @@ def test_translate_sweep_plots_and_slo_miss(server, data_dir, tmp_path):
 
 def test_open_loop_keeps_the_arrival_rate(server, data_dir, tmp_path):
     out = tmp_path / "open.json"
-    code = lt.main(["--url", server.url, "--endpoint", "sentiment", "--rate", "20", "--duration", "2", "--warmup", "0.5",
-                    "--data-dir", str(data_dir), "--quiet", "--no-plots", "--out", str(out)])
+    code = lt.main(
+        [
+            "--url",
+            server.url,
+            "--endpoint",
+            "sentiment",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            "--no-plots",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     (run,) = _report(out)["runs"]
     assert run["mode"] == "open" and run["rate"] == 20
@@ -169,9 +235,32 @@ def test_errors_are_counted_by_status(server, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("A dog runs in the park.\nA man sits.\n")
     out = tmp_path / "errors.json"
-    code = lt.main(["--url", server.url, "--endpoint", "translate", "--target-lang", "fr", "--concurrency", "2",
-                    "--duration", "1", "--warmup", "0", "--max-requests", "15", "--texts-file", str(texts),
-                    "--slo-p99-ms", "1000", "--quiet", "--no-plots", "--out", str(out)])
+    code = lt.main(
+        [
+            "--url",
+            server.url,
+            "--endpoint",
+            "translate",
+            "--target-lang",
+            "fr",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--max-requests",
+            "15",
+            "--texts-file",
+            str(texts),
+            "--slo-p99-ms",
+            "1000",
+            "--quiet",
+            "--no-plots",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     (run,) = _report(out)["runs"]
     assert run["requests"] == 15 and run["ok"] == 0  # the test server has no en-fr model: 422
@@ -180,8 +269,22 @@ def test_errors_are_counted_by_status(server, tmp_path):
 
 
 def test_unreachable_server_and_bad_arguments(tmp_path, capsys):
-    code = lt.main(["--url", f"http://127.0.0.1:{free_port()}", "--endpoint", "sentiment", "--duration", "1",
-                    "--texts-file", str(ROOT / "README.md"), "--wait-healthy", "0.5", "--out", str(tmp_path / "x.json")])
+    code = lt.main(
+        [
+            "--url",
+            f"http://127.0.0.1:{free_port()}",
+            "--endpoint",
+            "sentiment",
+            "--duration",
+            "1",
+            "--texts-file",
+            str(ROOT / "README.md"),
+            "--wait-healthy",
+            "0.5",
+            "--out",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert code == 2 and "is not serving" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
     for bad in (["--concurrency", "2", "--sweep", "1,2"], ["--sweep", "1,x"], ["--rate", "0"], ["--duration", "0"]):

@@ -144,15 +144,18 @@ def test_session_options():
 # --------------------------------------------------------------------------------------------- threads
 
 
-@pytest.mark.parametrize("workers, sessions, cores, expected", [
-    (1, 1, 8, 8),
-    (1, 2, 8, 4),   # one worker running two families' sessions
-    (2, 2, 8, 2),
-    (3, 1, 8, 2),   # rounded down: never more threads than cores
-    (4, 2, 2, 1),   # at least one thread each
-    (16, 1, 2, 1),
-    (0, 1, 4, 4),   # nonsense worker counts are treated as one
-])
+@pytest.mark.parametrize(
+    "workers, sessions, cores, expected",
+    [
+        (1, 1, 8, 8),
+        (1, 2, 8, 4),  # one worker running two families' sessions
+        (2, 2, 8, 2),
+        (3, 1, 8, 2),  # rounded down: never more threads than cores
+        (4, 2, 2, 1),  # at least one thread each
+        (16, 1, 2, 1),
+        (0, 1, 4, 4),  # nonsense worker counts are treated as one
+    ],
+)
 def test_threads_per_session(workers, sessions, cores, expected):
     assert P.threads_per_session(workers, sessions_per_worker=sessions, cores=cores) == expected
 

@@ -27,7 +27,9 @@ import pytest
 from tests.reliability_http import BackgroundLoad, Load
 from tests.service_http import inference_workers, log_records, metrics, sample, wait_for
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc for the server's processes")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="needs Linux /proc for the server's processes"
+)
 
 S, T = "/v1/sentiment", "/v1/translate"
 WORDS = ["a", "man", "dog", "woman", "child", "runs", "sits", "plays", "in", "the", "park", "snow", "street", "red"]
@@ -45,7 +47,9 @@ def in_flight(url: str, endpoint: str) -> float:
 
 def server_log_statuses(server) -> dict[str, int]:
     """request id -> status, from the server's request log lines (one per request it accepted)."""
-    return {r["request_id"]: r["status"] for r in log_records(server) if r.get("msg") == "request" and "request_id" in r}
+    return {
+        r["request_id"]: r["status"] for r in log_records(server) if r.get("msg") == "request" and "request_id" in r
+    }
 
 
 class ExitWatch(threading.Thread):
@@ -111,8 +115,11 @@ def test_killed_worker_answers_what_it_held_and_the_server_exits_3(start_server)
 
     sender = threading.Thread(target=lambda: asyncio.run(go()))
     sender.start()
-    wait_for(lambda: in_flight(srv.url, "sentiment") >= 6 and in_flight(srv.url, "translate") >= 1, timeout=30,
-             what="requests in flight on both endpoints")
+    wait_for(
+        lambda: in_flight(srv.url, "sentiment") >= 6 and in_flight(srv.url, "translate") >= 1,
+        timeout=30,
+        what="requests in flight on both endpoints",
+    )
     polling.set()
     poller = threading.Thread(target=poll_health)
     poller.start()
@@ -128,9 +135,11 @@ def test_killed_worker_answers_what_it_held_and_the_server_exits_3(start_server)
 
     outcomes = {r["id"]: r["outcome"] for r in records}
     answered_after = {r["id"]: round(r["end"] - killed, 2) for r in records}
-    print(f"\nworker {sentiment_worker} killed: outcomes {dict(Counter(outcomes.values()))}, answered within "
-          f"{max(answered_after.values()):.2f} s; server exited {code} after {exited - killed:.2f} s; "
-          f"/health after the kill: {Counter(str(s) for t, s in health if t > killed)}")
+    print(
+        f"\nworker {sentiment_worker} killed: outcomes {dict(Counter(outcomes.values()))}, answered within "
+        f"{max(answered_after.values()):.2f} s; server exited {code} after {exited - killed:.2f} s; "
+        f"/health after the kill: {Counter(str(s) for t, s in health if t > killed)}"
+    )
     assert code == 3
     # The requests waiting for the dead worker: 503 with Retry-After, at once.
     for rid in (f"sent-{i}" for i in range(6)):
@@ -157,8 +166,11 @@ def http_process(pid: int) -> int:
     line (the Manager process and it), the one started last."""
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    same = [(int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[19]), c) for c in kids
-            if Path(f"/proc/{c}/cmdline").read_bytes() == cmdline]
+    same = [
+        (int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[19]), c)
+        for c in kids
+        if Path(f"/proc/{c}/cmdline").read_bytes() == cmdline
+    ]
     return max(same)[1]
 
 
@@ -184,7 +196,11 @@ def test_sigterm_under_load_refuses_new_connections_and_answers_every_accepted_r
     srv = start_server("--max-batch-size", "4", "--shutdown-grace", str(grace))
 
     def make(i: int) -> tuple[str, dict]:
-        return (S, {"texts": [f"a fine film {i}", "awful"]}) if i % 2 else (T, {"texts": [f"a dog runs {i}."], "target_lang": "de"})
+        return (
+            (S, {"texts": [f"a fine film {i}", "awful"]})
+            if i % 2
+            else (T, {"texts": [f"a dog runs {i}."], "target_lang": "de"})
+        )
 
     bg = BackgroundLoad(srv.url, make, interval=0.04).start()
     time.sleep(1.0)
@@ -207,24 +223,27 @@ def test_sigterm_under_load_refuses_new_connections_and_answers_every_accepted_r
     answered = {r["id"]: int(r["outcome"]) for r in records if r["outcome"].isdigit()}
     heavy = {r["id"]: r["outcome"] for r in records if r["id"].startswith("heavy-")}
     refused_while_running = [r for r in records if r["outcome"] == "refused" and r["end"] < exit_watch.at]
-    print(f"\nSIGTERM under load: {len(records)} requests: sent before SIGTERM {dict(before)}, after {dict(after)}; "
-          f"{len(logged)} accepted by the server, all answered; exit {exit_watch.code} "
-          f"{exit_watch.at - term:.1f} s after SIGTERM (grace {grace} s); "
-          f"{len(refused_while_running)} connections refused while it drained")
+    print(
+        f"\nSIGTERM under load: {len(records)} requests: sent before SIGTERM {dict(before)}, after {dict(after)}; "
+        f"{len(logged)} accepted by the server, all answered; exit {exit_watch.code} "
+        f"{exit_watch.at - term:.1f} s after SIGTERM (grace {grace} s); "
+        f"{len(refused_while_running)} connections refused while it drained"
+    )
 
     assert exit_watch.code == 0
     assert exit_watch.at - term < grace + 10
     assert set(outcomes) <= {"200", "refused", "closed"}, outcomes
     # No accepted request dropped: what the server logged is exactly what the clients got.
-    assert answered == logged, (set(answered) ^ set(logged))
+    assert answered == logged, set(answered) ^ set(logged)
     assert heavy == {f"heavy-{i}": "200" for i in range(4)}, heavy
     early = Counter(r["outcome"] for r in records if r["sent"] < term - 1)
     assert set(early) == {"200"}, early  # well before SIGTERM: all accepted and answered
     # Stopped accepting: connections are refused at once while the accepted requests drain
     # (before the fix they were taken by the kernel and hung until the process exited).
     assert refused_while_running, after
-    assert all(r["end"] - r["sent"] < 5 for r in records if r["outcome"] in ("refused", "closed")), \
-        sorted(round(r["end"] - r["sent"], 2) for r in records if r["outcome"] in ("refused", "closed"))
+    assert all(r["end"] - r["sent"] < 5 for r in records if r["outcome"] in ("refused", "closed")), sorted(
+        round(r["end"] - r["sent"], 2) for r in records if r["outcome"] in ("refused", "closed")
+    )
     assert not [r for r in log_records(srv) if r.get("level") == "error"]
     assert_process_group_gone(srv.proc.pid)
 

@@ -38,8 +38,13 @@ def test_fuzz(api, server, path, mode):
     op = api[path]["POST"]
     statuses: Counter[int] = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=op.as_strategy(generation_mode=mode))
     def run(case):
         # All of schemathesis' checks: no 5xx, status code documented, content type, headers and
@@ -64,9 +69,27 @@ def test_boundary_values_and_examples_of_every_operation(server, tmp_path):
     65 texts, a text one character over the limit, beam 0, 1, 8 and 9, 3.0 for 3, missing and null
     fields, wrong types)."""
     st = Path(sys.executable).parent / "st"
-    out = subprocess.run([str(st), "run", f"{server.url}/openapi.json", "--phases", "examples,coverage", "--checks", "all",
-                          "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path), "--no-color"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{server.url}/openapi.json",
+            "--phases",
+            "examples,coverage",
+            "--checks",
+            "all",
+            "--request-timeout",
+            "60",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     m = re.search(r"(\d+) generated, (\d+) passed", out.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 200, out.stdout[-3000:]

@@ -46,7 +46,9 @@ ODD_SCRIPTS = {
 }
 
 
-def post(server, path: str, body=None, *, content: bytes | None = None, ctype: str | None = "application/json") -> httpx.Response:
+def post(
+    server, path: str, body=None, *, content: bytes | None = None, ctype: str | None = "application/json"
+) -> httpx.Response:
     headers = {"content-type": ctype} if ctype else {}
     data = content if content is not None else json.dumps(body).encode()
     return httpx.post(f"{server.url}{path}", content=data, headers=headers, timeout=120)
@@ -82,8 +84,9 @@ def assert_sentiment_is_the_models(r: httpx.Response, texts: list[str], model: S
 def test_every_whitespace_character_alone_is_blank_and_the_schema_says_so(server, path, extra):
     """All 29 characters str.isspace() knows (the server strips them), alone and all together: 422
     naming the text. The pattern /openapi.json documents for a text agrees on every one of them."""
-    pattern = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]["SentimentRequest"][
-        "properties"]["texts"]["items"]["pattern"]
+    pattern = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]["SentimentRequest"]["properties"][
+        "texts"
+    ]["items"]["pattern"]
     for ws in [*WHITESPACE, "".join(WHITESPACE), "\t\n\x0b\x0c\r \x85\xa0" * 100]:
         assert re.search(pattern, ws) is None, hex(ord(ws[0]))
         assert_4xx(post(server, path, {"texts": ["fine", ws], **extra}), 422, "texts[1] is empty or whitespace only")
@@ -125,15 +128,19 @@ def test_10000_item_batches_are_refused_in_one_short_message(server):
 # --------------------------------------------------------------------------------------------- encoding
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"texts": ["\xc0\xaf"]}',  # overlong encoding of "/"
-    b'{"texts": ["\xf8\x88\x80\x80\x80"]}',  # 5-byte sequence
-    b'{"texts": ["caf\xc3"]}',  # truncated multi-byte sequence
-    b'{"texts": ["\x80 lone continuation"]}',
-    b'{"texts": ["\xf4\x90\x80\x80"]}',  # above U+10FFFF
-    '{"texts": ["café"]}'.encode("latin-1"),
-    '{"texts": ["a film"]}'.encode("utf-16"),  # with its BOM
-], ids=["overlong", "5-byte", "truncated", "continuation", "above-max", "latin-1", "utf-16"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"texts": ["\xc0\xaf"]}',  # overlong encoding of "/"
+        b'{"texts": ["\xf8\x88\x80\x80\x80"]}',  # 5-byte sequence
+        b'{"texts": ["caf\xc3"]}',  # truncated multi-byte sequence
+        b'{"texts": ["\x80 lone continuation"]}',
+        b'{"texts": ["\xf4\x90\x80\x80"]}',  # above U+10FFFF
+        '{"texts": ["café"]}'.encode("latin-1"),
+        '{"texts": ["a film"]}'.encode("utf-16"),  # with its BOM
+    ],
+    ids=["overlong", "5-byte", "truncated", "continuation", "above-max", "latin-1", "utf-16"],
+)
 def test_invalid_utf8(server, raw):
     assert_4xx(post(server, S, content=raw), 422, "not valid UTF-8", "encode text as UTF-8")
 
@@ -173,13 +180,26 @@ def test_odd_scripts_get_the_models_translation(server, translator):
 # --------------------------------------------------------------------------------------------- content type
 
 
-@pytest.mark.parametrize("ctype, status", [
-    ("text/json", 415), ("application/json-seq", 415), ("application/jsonx", 415), ("application/x-json", 415),
-    ("application/vnd.api+json", 415), ("", 415), ("*/*", 415), ("application/json, text/plain", 415),
-    ("APPLICATION/JSON", 200), ("application/json;charset=utf-8", 200), ("Application/Json ; charset=UTF-8", 200),
-])
+@pytest.mark.parametrize(
+    "ctype, status",
+    [
+        ("text/json", 415),
+        ("application/json-seq", 415),
+        ("application/jsonx", 415),
+        ("application/x-json", 415),
+        ("application/vnd.api+json", 415),
+        ("", 415),
+        ("*/*", 415),
+        ("application/json, text/plain", 415),
+        ("APPLICATION/JSON", 200),
+        ("application/json;charset=utf-8", 200),
+        ("Application/Json ; charset=UTF-8", 200),
+    ],
+)
 def test_content_types(server, ctype, status):
-    r = httpx.post(f"{server.url}{S}", content=b'{"texts": ["a fine film"]}', headers={"content-type": ctype}, timeout=60)
+    r = httpx.post(
+        f"{server.url}{S}", content=b'{"texts": ["a fine film"]}', headers={"content-type": ctype}, timeout=60
+    )
     if status == 415:
         assert_4xx(r, 415, "Content-Type must be application/json")
     else:
@@ -194,30 +214,34 @@ def test_a_json_file_sent_as_multipart_is_415(server):
 # --------------------------------------------------------------------------------------------- nested junk
 
 
-@pytest.mark.parametrize("raw, needle", [
-    (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
-    (b"[" * 200_000, "not valid JSON"),
-    (b'{"texts": ["a"], "x": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}", "nested too deeply"),
-    (b'{"texts": ["a"], "beam_size": ' + b"9" * 5_000 + b"}", "a number has too many digits"),
-    (b'{"texts": [' + b"9" * 5_000 + b"]}", "a number has too many digits"),
-    (b'{"texts": ["a"], "extra": ' + b"[" * 900 + b"]" * 900 + b"}", "unknown field extra"),
-    (b'{"texts": [{"text": "a"}]}', "valid string"),
-    (b'{"texts": [["a", ["b"]]]}', "valid string"),
-    (b'{"texts": {"0": "a"}}', "valid list"),
-    (b'{"texts": ["a"], "__proto__": {"admin": true}}', "unknown field __proto__"),
-    (b'{"texts": ["a"], "constructor": {"prototype": {}}}', "unknown field constructor"),
-    (b'{"texts": NaN}', "valid list"),
-    (b'{"texts": ["a"], "beam_size": NaN, "target_lang": "de"}', "valid integer"),
-    (b'{"texts": ["a"], "beam_size": -Infinity, "target_lang": "de"}', "valid integer"),
-    (b'{"texts": ["a"], "beam_size": 1e400, "target_lang": "de"}', "valid integer"),
-    (b'{"texts": ["a"], "beam_size": "3", "target_lang": "de"}', "valid integer"),
-    (b'{"texts": ["a"], "beam_size": true, "target_lang": "de"}', "valid integer"),
-    (b'{"texts": ["a"], "return_alignments": 1, "target_lang": "de"}', "valid boolean"),
-    (b'{"texts": ["a"], "return_alignments": "yes", "target_lang": "de"}', "valid boolean"),
-    (b'{"texts": ["a"]}' * 3, "not valid JSON"),
-    (b"null" + b" " * 100, "must be a JSON object"),
-    (b'"' + b"a" * 100_000 + b'"', "must be a JSON object"),
-], ids=lambda v: v.decode(errors="replace")[:30] if isinstance(v, bytes) else None)
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b"[" * 200_000, "not valid JSON"),
+        (b'{"texts": ["a"], "x": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}", "nested too deeply"),
+        (b'{"texts": ["a"], "beam_size": ' + b"9" * 5_000 + b"}", "a number has too many digits"),
+        (b'{"texts": [' + b"9" * 5_000 + b"]}", "a number has too many digits"),
+        (b'{"texts": ["a"], "extra": ' + b"[" * 900 + b"]" * 900 + b"}", "unknown field extra"),
+        (b'{"texts": [{"text": "a"}]}', "valid string"),
+        (b'{"texts": [["a", ["b"]]]}', "valid string"),
+        (b'{"texts": {"0": "a"}}', "valid list"),
+        (b'{"texts": ["a"], "__proto__": {"admin": true}}', "unknown field __proto__"),
+        (b'{"texts": ["a"], "constructor": {"prototype": {}}}', "unknown field constructor"),
+        (b'{"texts": NaN}', "valid list"),
+        (b'{"texts": ["a"], "beam_size": NaN, "target_lang": "de"}', "valid integer"),
+        (b'{"texts": ["a"], "beam_size": -Infinity, "target_lang": "de"}', "valid integer"),
+        (b'{"texts": ["a"], "beam_size": 1e400, "target_lang": "de"}', "valid integer"),
+        (b'{"texts": ["a"], "beam_size": "3", "target_lang": "de"}', "valid integer"),
+        (b'{"texts": ["a"], "beam_size": true, "target_lang": "de"}', "valid integer"),
+        (b'{"texts": ["a"], "return_alignments": 1, "target_lang": "de"}', "valid boolean"),
+        (b'{"texts": ["a"], "return_alignments": "yes", "target_lang": "de"}', "valid boolean"),
+        (b'{"texts": ["a"]}' * 3, "not valid JSON"),
+        (b"null" + b" " * 100, "must be a JSON object"),
+        (b'"' + b"a" * 100_000 + b'"', "must be a JSON object"),
+    ],
+    ids=lambda v: v.decode(errors="replace")[:30] if isinstance(v, bytes) else None,
+)
 def test_nested_junk(server, raw, needle):
     path = T if b"beam_size" in raw or b"return_alignments" in raw else S
     assert_4xx(post(server, path, content=raw), 422, needle)
@@ -239,4 +263,6 @@ def test_afterwards_the_server_is_healthy_and_correct(server, sentiment_model, t
     texts = ["A wonderful, moving film.", "Awful and boring."]
     assert_sentiment_is_the_models(post(server, S, {"texts": texts}), texts, sentiment_model)
     r = post(server, T, {"texts": ["A dog runs in the park."], **DE})
-    assert r.json()["results"][0]["translation"] == translator.detok(translator.translate(["A dog runs in the park."])[0][0])
+    assert r.json()["results"][0]["translation"] == translator.detok(
+        translator.translate(["A dog runs in the park."])[0][0]
+    )

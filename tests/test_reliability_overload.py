@@ -55,8 +55,9 @@ def capacity(url: str, bodies: list[bytes], concurrency: int = 8, seconds: float
             async def client(k: int) -> None:
                 nonlocal done
                 while time.monotonic() < stop:
-                    r = await c.post("/v1/sentiment", content=bodies[k % len(bodies)],
-                                     headers={"content-type": "application/json"})
+                    r = await c.post(
+                        "/v1/sentiment", content=bodies[k % len(bodies)], headers={"content-type": "application/json"}
+                    )
                     assert r.status_code == 200, r.text[:300]
                     done += 1
                     k += concurrency
@@ -128,15 +129,18 @@ def test_burst_of_ten_times_capacity(busy_server, models_dir):
     # Right afterwards: healthy, nothing in flight, and a request is answered correctly.
     r = httpx.post(f"{url}/v1/sentiment", content=bodies[0], headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 200, r.text[:300]
-    np.testing.assert_allclose([[x["probabilities"][k] for k in model.labels] for x in r.json()["results"]],
-                               expected[0], atol=1e-5)
+    np.testing.assert_allclose(
+        [[x["probabilities"][k] for k in model.labels] for x in r.json()["results"]], expected[0], atol=1e-5
+    )
     assert httpx.get(f"{url}/health").status_code == 200
     m1 = metrics(url)
 
     counts = check_records(records, expected, model.labels)
-    print(f"\ncapacity {cap:.1f} req/s; burst of {n} requests ({n / cap:.0f}x capacity) of {len(bodies[0]) / 1e6:.2f} MB "
-          f"answered in {took:.1f} s: {dict(counts)}; server RSS {before:.0f} MB before, peak {peak:.0f} MB, "
-          f"{after:.0f} MB after")
+    print(
+        f"\ncapacity {cap:.1f} req/s; burst of {n} requests ({n / cap:.0f}x capacity) of {len(bodies[0]) / 1e6:.2f} MB "
+        f"answered in {took:.1f} s: {dict(counts)}; server RSS {before:.0f} MB before, peak {peak:.0f} MB, "
+        f"{after:.0f} MB after"
+    )
     assert n >= 10 * cap
     assert counts["429"] > 0 and counts["200"] > 0, counts  # refused beyond the queue, served within it
 
@@ -172,14 +176,27 @@ def test_requests_still_uploading_hold_their_place_in_the_queue(busy_server):
         yield b' upload"]}'
 
     results: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: results.append(httpx.post(
-        f"{busy_server.url}/v1/sentiment", content=slow_body(), headers={"content-type": "application/json"}, timeout=90)))
-        for _ in range(MAX_QUEUE)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                httpx.post(
+                    f"{busy_server.url}/v1/sentiment",
+                    content=slow_body(),
+                    headers={"content-type": "application/json"},
+                    timeout=90,
+                )
+            )
+        )
+        for _ in range(MAX_QUEUE)
+    ]
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: sample(metrics(busy_server.url), "rnnserve_requests_in_flight", endpoint="sentiment") >= MAX_QUEUE,
-                 timeout=30, what="every slot taken by an upload")
+        wait_for(
+            lambda: sample(metrics(busy_server.url), "rnnserve_requests_in_flight", endpoint="sentiment") >= MAX_QUEUE,
+            timeout=30,
+            what="every slot taken by an upload",
+        )
         r = httpx.post(f"{busy_server.url}/v1/sentiment", json={"texts": ["fine"]}, timeout=30)
         assert r.status_code == 429 and r.headers["retry-after"], r.text
     finally:
@@ -196,7 +213,9 @@ def test_overload_is_over_at_once(busy_server):
 
     async def go() -> None:
         async with load.client(400) as c:
-            await asyncio.gather(*(load.send(c, "/v1/sentiment", {"texts": [f"fine film {i}"]}, f"s{i}") for i in range(400)))
+            await asyncio.gather(
+                *(load.send(c, "/v1/sentiment", {"texts": [f"fine film {i}"]}, f"s{i}") for i in range(400))
+            )
 
     asyncio.run(go())
     counts = load.counts()

@@ -28,7 +28,7 @@ from tests.service_http import inference_workers, log_records
 
 KEY = "rk-7f3a9c1e5b-do-not-log-me"
 WRONG = ["rk-7f3a9c1e5b-do-not-log-mf", "wrong-key-3b8e1d", "rk-7f3a9c1e5b"]  # near misses included
-TRACE_MARKERS = ("Traceback", 'File "', "site-packages", "/service/", ".py\", line")
+TRACE_MARKERS = ("Traceback", 'File "', "site-packages", "/service/", '.py", line')
 
 
 def tamper_flip(path: Path) -> None:
@@ -51,12 +51,16 @@ def tamper_truncate_and_rehash(path: Path) -> None:
     meta_path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("folder, name, tamper, says", [
-    ("sentiment", "model.onnx", tamper_flip, "sha256 mismatch"),
-    ("translate-en-de", "decoder.onnx", tamper_truncate, "sha256 mismatch"),
-    ("translate-en-de", "encoder.onnx", tamper_truncate_and_rehash, "ONNX Runtime cannot load this model file"),
-    ("sentiment", "model.onnx", tamper_truncate_and_rehash, "ONNX Runtime cannot load this model file"),
-], ids=["flipped-byte", "truncated", "truncated-rehashed-translation", "truncated-rehashed-sentiment"])
+@pytest.mark.parametrize(
+    "folder, name, tamper, says",
+    [
+        ("sentiment", "model.onnx", tamper_flip, "sha256 mismatch"),
+        ("translate-en-de", "decoder.onnx", tamper_truncate, "sha256 mismatch"),
+        ("translate-en-de", "encoder.onnx", tamper_truncate_and_rehash, "ONNX Runtime cannot load this model file"),
+        ("sentiment", "model.onnx", tamper_truncate_and_rehash, "ONNX Runtime cannot load this model file"),
+    ],
+    ids=["flipped-byte", "truncated", "truncated-rehashed-translation", "truncated-rehashed-sentiment"],
+)
 def test_tampered_artifact_stops_start_up_naming_the_file(start_server, copy_models, folder, name, tamper, says):
     target = copy_models / folder / name
     tamper(target)
@@ -88,20 +92,33 @@ def keyed_server(request, start_server):
 
 def test_api_key_is_checked_and_never_logged_or_shown(keyed_server):
     url = keyed_server.url
-    for headers in ({}, *({"X-API-Key": w} for w in WRONG), *({"Authorization": f"Bearer {w}"} for w in WRONG),
-                    {"X-API-Key": KEY.upper()}, {"X-API-Key": KEY + "x"}, {"X-API-Key": KEY[:-1]}):
+    for headers in (
+        {},
+        *({"X-API-Key": w} for w in WRONG),
+        *({"Authorization": f"Bearer {w}"} for w in WRONG),
+        {"X-API-Key": KEY.upper()},
+        {"X-API-Key": KEY + "x"},
+        {"X-API-Key": KEY[:-1]},
+    ):
         r = httpx.post(f"{url}/v1/sentiment", json={"texts": ["fine"]}, headers=headers)
         assert r.status_code == 401, (headers, r.status_code)
         assert r.headers["www-authenticate"] == "ApiKey"
         assert KEY not in r.text and all(w not in r.text for w in WRONG)
     for headers in ({"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}):
         assert httpx.post(f"{url}/v1/sentiment", json={"texts": ["fine"]}, headers=headers).status_code == 200
-        assert httpx.post(f"{url}/v1/translate", json={"texts": ["A dog."], "target_lang": "de"}, headers=headers).status_code == 200
+        assert (
+            httpx.post(
+                f"{url}/v1/translate", json={"texts": ["A dog."], "target_lang": "de"}, headers=headers
+            ).status_code
+            == 200
+        )
     # A key in the URL is not how to send it (401), and the URL does not carry it into the log either.
     assert httpx.post(f"{url}/v1/sentiment?api_key={KEY}", json={"texts": ["fine"]}).status_code == 401
 
-    exposed = {path: httpx.get(f"{url}{path}", headers={"X-API-Key": KEY}) for path in
-               ("/health", "/info", "/metrics", "/openapi.json", "/docs", "/litserve/info", "/", "/no/such/path")}
+    exposed = {
+        path: httpx.get(f"{url}{path}", headers={"X-API-Key": KEY})
+        for path in ("/health", "/info", "/metrics", "/openapi.json", "/docs", "/litserve/info", "/", "/no/such/path")
+    }
     for path, r in exposed.items():
         assert KEY not in r.text and KEY not in str(r.headers), path
     assert exposed["/info"].json()["auth"] == {"api_key_required": True}
@@ -138,16 +155,26 @@ def test_api_key_comparison_is_constant_time(monkeypatch):
         transport = httpx.ASGITransport(app=gw)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             out = []
-            for headers in ({}, {"X-API-Key": "x"}, {"X-API-Key": KEY[:-1] + "X"}, {"X-API-Key": KEY},
-                            {"Authorization": f"Bearer {KEY}"}):
+            for headers in (
+                {},
+                {"X-API-Key": "x"},
+                {"X-API-Key": KEY[:-1] + "X"},
+                {"X-API-Key": KEY},
+                {"Authorization": f"Bearer {KEY}"},
+            ):
                 out.append((await c.post("/v1/sentiment", json={"texts": ["a"]}, headers=headers)).status_code)
             out.append((await c.get("/health")).status_code)  # operations: no key asked for
             return out
 
     statuses = asyncio.run(go())
     assert statuses == [401, 401, 401, 200, 200, 200]
-    assert calls == [(b"", KEY.encode()), (b"x", KEY.encode()), ((KEY[:-1] + "X").encode(), KEY.encode()),
-                     (KEY.encode(), KEY.encode()), (KEY.encode(), KEY.encode())]
+    assert calls == [
+        (b"", KEY.encode()),
+        (b"x", KEY.encode()),
+        ((KEY[:-1] + "X").encode(), KEY.encode()),
+        (KEY.encode(), KEY.encode()),
+        (KEY.encode(), KEY.encode()),
+    ]
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -179,15 +206,33 @@ def test_an_internal_error_shows_nothing_but_the_request_id(keyed_server):
     assert httpx.get(f"{keyed_server.url}/metrics").status_code == 200  # and it recovers
 
 
-@pytest.mark.parametrize("path", [
-    "/v1/%ff%fe", "/v1/sentiment%00", "/v1/sentiment/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd",
-    "/v1/" + "a" * 8000, "/v1/sentiment?x=%ff&y=" + "b" * 4000, "/v1//sentiment", "/v1/sentiment/", "/v1",
-    "/v1/translate;jsessionid=1", "/docs/../v1/sentiment", "/openapi.json%00", "/v1/sentiment#frag",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/%ff%fe",
+        "/v1/sentiment%00",
+        "/v1/sentiment/..%2f..%2fetc%2fpasswd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/v1/" + "a" * 8000,
+        "/v1/sentiment?x=%ff&y=" + "b" * 4000,
+        "/v1//sentiment",
+        "/v1/sentiment/",
+        "/v1",
+        "/v1/translate;jsessionid=1",
+        "/docs/../v1/sentiment",
+        "/openapi.json%00",
+        "/v1/sentiment#frag",
+    ],
+)
 def test_corrupted_paths_get_4xx_without_a_traceback(keyed_server, path):
     for method in ("GET", "POST"):
-        r = httpx.request(method, f"{keyed_server.url}{path}", content=b'{"texts": ["a"]}',
-                          headers={"content-type": "application/json", "X-API-Key": KEY}, timeout=30)
+        r = httpx.request(
+            method,
+            f"{keyed_server.url}{path}",
+            content=b'{"texts": ["a"]}',
+            headers={"content-type": "application/json", "X-API-Key": KEY},
+            timeout=30,
+        )
         assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
         if r.status_code != 200:
             assert not any(m in r.text for m in TRACE_MARKERS), r.text[:500]

@@ -21,10 +21,19 @@ import pytest
 
 from tests.service_http import burst, inference_workers, log_records, wait_for
 
-REVIEWS = ["A wonderful, superb film. I loved it.", "Awful and boring, a waste of time.",
-           "The plot was dull but the acting was brilliant.", "Great!", "<br /><br />It was really terrible."]
-SENTENCES = ["A dog runs in the park.", "A small child plays in the snow.", "A woman sits in the street.",
-             "A big red dog runs in the water."]
+REVIEWS = [
+    "A wonderful, superb film. I loved it.",
+    "Awful and boring, a waste of time.",
+    "The plot was dull but the acting was brilliant.",
+    "Great!",
+    "<br /><br />It was really terrible.",
+]
+SENTENCES = [
+    "A dog runs in the park.",
+    "A small child plays in the snow.",
+    "A woman sits in the street.",
+    "A big red dog runs in the water.",
+]
 
 
 def post(server, path: str, body, **kw) -> httpx.Response:
@@ -54,7 +63,9 @@ def test_sentiment_results_are_the_models_in_request_order(server, sentiment_mod
     assert [x["label"] for x in rev] == [x["label"] for x in body["results"]][::-1]
     np.testing.assert_allclose([x["score"] for x in rev], [x["score"] for x in body["results"]][::-1], atol=1e-5)
     one = post(server, "/v1/sentiment", {"texts": [REVIEWS[2]]}).json()["results"][0]
-    np.testing.assert_allclose(list(one["probabilities"].values()), list(body["results"][2]["probabilities"].values()), atol=1e-5)
+    np.testing.assert_allclose(
+        list(one["probabilities"].values()), list(body["results"][2]["probabilities"].values()), atol=1e-5
+    )
 
 
 def test_sentiment_concurrent_requests_each_get_their_own_results(server, sentiment_model):
@@ -150,10 +161,16 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         assert m["metrics"] == meta["metrics"]
         assert m["providers"] == ["CPUExecutionProvider"]  # what the session runs on, read back from it
         assert m["workers"] == 1
-    assert by_name[json.loads((models_dir / "translate-en-de" / "metadata.json").read_text())["name"]]["pair"] == "en-de"
+    assert (
+        by_name[json.loads((models_dir / "translate-en-de" / "metadata.json").read_text())["name"]]["pair"] == "en-de"
+    )
     assert info["translation_pairs"] == ["en-de"]
-    assert info["batching"] == {"max_batch_size": 16, "batch_timeout_s": 0.01, "enabled": True,
-                                "sentiment_token_budget": 2048}
+    assert info["batching"] == {
+        "max_batch_size": 16,
+        "batch_timeout_s": 0.01,
+        "enabled": True,
+        "sentiment_token_budget": 2048,
+    }
     assert info["runtime"]["device_requested"] == "cpu"
     assert info["runtime"]["threads_per_session"] >= 1
     assert info["limits"]["max_texts"] == 64 and info["auth"] == {"api_key_required": False}
@@ -164,8 +181,10 @@ def test_docs_and_openapi_describe_requests_responses_and_errors(server):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = httpx.get(f"{server.url}/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    for path, req, resp in (("/v1/sentiment", "SentimentRequest", "SentimentResponse"),
-                            ("/v1/translate", "TranslateRequest", "TranslateResponse")):
+    for path, req, resp in (
+        ("/v1/sentiment", "SentimentRequest", "SentimentResponse"),
+        ("/v1/translate", "TranslateRequest", "TranslateResponse"),
+    ):
         op = spec["paths"][path]["post"]
         body = op["requestBody"]["content"]["application/json"]
         assert body["schema"]["$ref"] == f"#/components/schemas/{req}"
@@ -185,13 +204,15 @@ def test_docs_and_openapi_describe_requests_responses_and_errors(server):
 
 def test_every_response_carries_a_request_id(server):
     mine = f"test-{uuid.uuid4().hex[:12]}"
-    calls = [lambda h: httpx.post(f"{server.url}/v1/sentiment", json={"texts": ["fine"]}, headers=h),
-             lambda h: httpx.post(f"{server.url}/v1/sentiment", json={"texts": [""]}, headers=h),  # 422
-             lambda h: httpx.post(f"{server.url}/v1/sentiment", content=b"x", headers={**h, "content-type": "text/plain"}),
-             lambda h: httpx.get(f"{server.url}/health", headers=h),
-             lambda h: httpx.get(f"{server.url}/info", headers=h),
-             lambda h: httpx.get(f"{server.url}/metrics", headers=h),
-             lambda h: httpx.get(f"{server.url}/no/such/path", headers=h)]
+    calls = [
+        lambda h: httpx.post(f"{server.url}/v1/sentiment", json={"texts": ["fine"]}, headers=h),
+        lambda h: httpx.post(f"{server.url}/v1/sentiment", json={"texts": [""]}, headers=h),  # 422
+        lambda h: httpx.post(f"{server.url}/v1/sentiment", content=b"x", headers={**h, "content-type": "text/plain"}),
+        lambda h: httpx.get(f"{server.url}/health", headers=h),
+        lambda h: httpx.get(f"{server.url}/info", headers=h),
+        lambda h: httpx.get(f"{server.url}/metrics", headers=h),
+        lambda h: httpx.get(f"{server.url}/no/such/path", headers=h),
+    ]
     for call in calls:
         echoed = call({"X-Request-ID": mine})
         assert echoed.headers["x-request-id"] == mine, echoed.request.url
@@ -227,8 +248,12 @@ def test_health_is_503_until_every_model_is_ready(start_server):
     (imports, loading, golden check, warm-up) can finish: the sentiment worker gets ready, the HTTP
     server starts, and /health must say 503 until translation is ready too."""
     srv = start_server(wait=False)
-    workers = wait_for(lambda: len(w := inference_workers(srv.proc.pid)) >= 2 and w, timeout=120, every=0.002,
-                       what="two inference workers spawned")
+    workers = wait_for(
+        lambda: len(w := inference_workers(srv.proc.pid)) >= 2 and w,
+        timeout=120,
+        every=0.002,
+        what="two inference workers spawned",
+    )
     translation = workers[1]
     os.kill(translation, signal.SIGSTOP)
     try:
@@ -242,8 +267,11 @@ def test_health_is_503_until_every_model_is_ready(start_server):
         assert httpx.post(f"{srv.url}/v1/sentiment", json={"texts": ["fine"]}, timeout=30).status_code == 200
         # A translation request waits for its worker rather than fails.
         waiting: list[httpx.Response] = []
-        t = threading.Thread(target=lambda: waiting.append(
-            httpx.post(f"{srv.url}/v1/translate", json={"texts": ["A dog runs."], "target_lang": "de"}, timeout=60)))
+        t = threading.Thread(
+            target=lambda: waiting.append(
+                httpx.post(f"{srv.url}/v1/translate", json={"texts": ["A dog runs."], "target_lang": "de"}, timeout=60)
+            )
+        )
         t.start()
         time.sleep(0.3)
         assert not waiting
@@ -261,8 +289,12 @@ def test_workers_dying_during_start_up_make_the_server_exit(start_server):
     """Killed before they report (OOM killer, a crash while loading): exit 2 and say so, instead of
     waiting forever for a worker that will never be ready."""
     srv = start_server(wait=False)
-    workers = wait_for(lambda: len(w := inference_workers(srv.proc.pid)) >= 2 and w, timeout=120, every=0.002,
-                       what="two inference workers spawned")
+    workers = wait_for(
+        lambda: len(w := inference_workers(srv.proc.pid)) >= 2 and w,
+        timeout=120,
+        every=0.002,
+        what="two inference workers spawned",
+    )
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     assert srv.proc.wait(60) == 2

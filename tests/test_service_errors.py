@@ -20,8 +20,15 @@ S, T = "/v1/sentiment", "/v1/translate"
 OK_T = {"target_lang": "de"}
 
 
-def send(server, path: str, content: bytes | None = None, *, json_body=None, ctype: str | None = "application/json",
-         headers: dict[str, str] | None = None) -> httpx.Response:
+def send(
+    server,
+    path: str,
+    content: bytes | None = None,
+    *,
+    json_body=None,
+    ctype: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     h = dict(headers or {})
     if ctype is not None and json_body is None:
         h["content-type"] = ctype
@@ -56,37 +63,43 @@ def test_invalid_utf8(server, path):
         assert_error(send(server, path, raw), 422, "not valid UTF-8", "encode text as UTF-8")
 
 
-@pytest.mark.parametrize("body, where, needle", [
-    ({"texts": "just a string"}, "texts", "valid list"),
-    ({"texts": [1, 2]}, "texts", "valid string"),
-    ({"texts": [None]}, "texts", "valid string"),
-    ({"texts": [["nested"]]}, "texts", "valid string"),
-    ({"texts": {"a": 1}}, "texts", "valid list"),
-    (["a", "b"], "body", "must be a JSON object"),
-    ("a string", "body", "must be a JSON object"),
-    (None, "body", "must be a JSON object"),
-    ({}, "texts", "is required"),
-    ({"text": ["a"]}, "text", "unknown field text"),
-])
+@pytest.mark.parametrize(
+    "body, where, needle",
+    [
+        ({"texts": "just a string"}, "texts", "valid list"),
+        ({"texts": [1, 2]}, "texts", "valid string"),
+        ({"texts": [None]}, "texts", "valid string"),
+        ({"texts": [["nested"]]}, "texts", "valid string"),
+        ({"texts": {"a": 1}}, "texts", "valid list"),
+        (["a", "b"], "body", "must be a JSON object"),
+        ("a string", "body", "must be a JSON object"),
+        (None, "body", "must be a JSON object"),
+        ({}, "texts", "is required"),
+        ({"text": ["a"]}, "text", "unknown field text"),
+    ],
+)
 def test_wrong_types_sentiment(server, body, where, needle):
     r = send(server, S, json.dumps(body).encode())
     assert_error(r, 422, needle)
     assert where in detail(r)
 
 
-@pytest.mark.parametrize("extra, needle", [
-    ({"beam_size": "five"}, "valid integer"),
-    ({"beam_size": 0}, "greater than or equal to 1"),
-    ({"beam_size": 9}, "less than or equal to 8"),
-    ({"beam_size": 2.5}, "valid integer"),
-    ({"n_best": 0}, "greater than or equal to 1"),
-    ({"n_best": 6, "beam_size": 5}, "n_best (6) cannot exceed beam_size (5)"),
-    ({"max_length": 0}, "greater than or equal to 1"),
-    ({"max_length": 10_000}, "less than or equal to 256"),
-    ({"return_alignments": "perhaps"}, "valid boolean"),
-    ({"target_lang": 7}, "valid string"),
-    ({"target_lang": None}, "valid string"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"beam_size": "five"}, "valid integer"),
+        ({"beam_size": 0}, "greater than or equal to 1"),
+        ({"beam_size": 9}, "less than or equal to 8"),
+        ({"beam_size": 2.5}, "valid integer"),
+        ({"n_best": 0}, "greater than or equal to 1"),
+        ({"n_best": 6, "beam_size": 5}, "n_best (6) cannot exceed beam_size (5)"),
+        ({"max_length": 0}, "greater than or equal to 1"),
+        ({"max_length": 10_000}, "less than or equal to 256"),
+        ({"return_alignments": "perhaps"}, "valid boolean"),
+        ({"target_lang": 7}, "valid string"),
+        ({"target_lang": None}, "valid string"),
+    ],
+)
 def test_wrong_types_translate(server, extra, needle):
     assert_error(send(server, T, json_body={"texts": ["A dog runs."], **OK_T, **extra}), 422, needle)
 
@@ -110,15 +123,21 @@ def test_empty_or_whitespace_text(server, path, extra):
 @pytest.mark.parametrize("path, extra", [(S, {}), (T, OK_T)])
 def test_too_many_texts(server, path, extra):
     assert send(server, path, json_body={"texts": ["ok"] * 64, **extra}).status_code == 200
-    assert_error(send(server, path, json_body={"texts": ["ok"] * 65, **extra}), 422,
-                 "at most 64 texts per request (got 65); split the request")
+    assert_error(
+        send(server, path, json_body={"texts": ["ok"] * 65, **extra}),
+        422,
+        "at most 64 texts per request (got 65); split the request",
+    )
 
 
 @pytest.mark.parametrize("path, extra, limit", [(S, {}, 20_000), (T, OK_T, 1_000)])
 def test_too_long_text(server, path, extra, limit):
     assert send(server, path, json_body={"texts": ["a" * limit], **extra}).status_code == 200
-    assert_error(send(server, path, json_body={"texts": ["ok", "a" * (limit + 1)], **extra}), 422,
-                 f"texts[1] has {limit + 1} characters; the limit is {limit}")
+    assert_error(
+        send(server, path, json_body={"texts": ["ok", "a" * (limit + 1)], **extra}),
+        422,
+        f"texts[1] has {limit + 1} characters; the limit is {limit}",
+    )
 
 
 # --------------------------------------------------------------------------------------------- 413, 415, 405
@@ -138,7 +157,12 @@ def test_payload_over_the_limit_is_413(server):
 
 def test_wrong_content_type_is_415(server):
     body = b'{"texts": ["fine"]}'
-    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"):
+    for ctype in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ):
         assert_error(send(server, S, body, ctype=ctype), 415, "Content-Type must be application/json")
     assert_error(send(server, S, body, ctype=None), 415, "Content-Type must be application/json")
     # parameters are fine
@@ -153,8 +177,25 @@ def test_wrong_method_is_405(server):
 # --------------------------------------------------------------------------------------------- never a 500
 
 
-ODD = ["\u200b", "\x00", "<br />", "<br /><br /><b>", "\ud800", "a\udfffb", "😀" * 50, "\u0301", "____", "ﷺ",
-       "\u202etxet lmth", "x" * 999, "a\nb\tc\r", "!!!!!!!!!!!!!!!!!!!!!!", "日本語のテキスト", "اَلْعَرَبِيَّةُ", "-" * 500]
+ODD = [
+    "\u200b",
+    "\x00",
+    "<br />",
+    "<br /><br /><b>",
+    "\ud800",
+    "a\udfffb",
+    "😀" * 50,
+    "\u0301",
+    "____",
+    "ﷺ",
+    "\u202etxet lmth",
+    "x" * 999,
+    "a\nb\tc\r",
+    "!!!!!!!!!!!!!!!!!!!!!!",
+    "日本語のテキスト",
+    "اَلْعَرَبِيَّةُ",
+    "-" * 500,
+]
 
 
 @pytest.mark.parametrize("path, extra", [(S, {}), (T, {**OK_T, "return_alignments": True, "n_best": 2})])
@@ -225,8 +266,25 @@ def small_server(start_server):
 def heavy_translation() -> dict:
     """The most work one request may ask for: 64 texts of 1,000 characters, beam 8 (about a second)."""
     rng = random.Random(1)
-    words = ["a", "man", "dog", "woman", "child", "runs", "sits", "plays", "in", "the", "park", "snow", "street",
-             "red", "big", "small", "water"]
+    words = [
+        "a",
+        "man",
+        "dog",
+        "woman",
+        "child",
+        "runs",
+        "sits",
+        "plays",
+        "in",
+        "the",
+        "park",
+        "snow",
+        "street",
+        "red",
+        "big",
+        "small",
+        "water",
+    ]
     texts = [" ".join(rng.choice(words) for _ in range(250))[:1000] for _ in range(64)]
     return {"texts": texts, "target_lang": "de", "beam_size": 8, "max_length": 256}
 
@@ -240,7 +298,9 @@ def _start_heavy(server, n: int) -> tuple[list[threading.Thread], list[httpx.Res
     out: list[httpx.Response] = []
     threads = []
     for k in range(n):
-        t = threading.Thread(target=lambda: out.append(httpx.post(f"{server.url}{T}", json=heavy_translation(), timeout=60)))
+        t = threading.Thread(
+            target=lambda: out.append(httpx.post(f"{server.url}{T}", json=heavy_translation(), timeout=60))
+        )
         t.start()
         threads.append(t)
         wait_for(lambda k=k: _in_flight(server) >= k + 1, timeout=30, every=0.01, what=f"{k + 1} request(s) in flight")

@@ -11,11 +11,17 @@ from service.sentiment_model import SentimentModel
 from tests.service_http import burst, metrics, sample
 
 FAMILIES = {  # name -> type
-    "rnnserve_requests": "counter", "rnnserve_request_duration_seconds": "histogram",
-    "rnnserve_requests_in_flight": "gauge", "rnnserve_requests_rejected": "counter",
-    "rnnserve_queue_wait_seconds": "histogram", "rnnserve_inference_duration_seconds": "histogram",
-    "rnnserve_batch_size_requests": "histogram", "rnnserve_batch_size_texts": "histogram",
-    "rnnserve_tokens": "counter", "rnnserve_decode_steps": "counter", "rnnserve_model_info": "gauge",
+    "rnnserve_requests": "counter",
+    "rnnserve_request_duration_seconds": "histogram",
+    "rnnserve_requests_in_flight": "gauge",
+    "rnnserve_requests_rejected": "counter",
+    "rnnserve_queue_wait_seconds": "histogram",
+    "rnnserve_inference_duration_seconds": "histogram",
+    "rnnserve_batch_size_requests": "histogram",
+    "rnnserve_batch_size_texts": "histogram",
+    "rnnserve_tokens": "counter",
+    "rnnserve_decode_steps": "counter",
+    "rnnserve_model_info": "gauge",
 }
 REVIEWS = ["A wonderful, superb film.", "Awful and boring.", "It was fine, really.", "Brilliant acting, dull plot."]
 
@@ -65,8 +71,11 @@ def test_counters_count_what_was_sent(server, models_dir):
     assert delta("rnnserve_decode_steps_total", pair="en-de") >= 1
     assert sample(after, "rnnserve_requests_in_flight", endpoint="sentiment") == 0
     # Histogram buckets are cumulative and end with +Inf == count.
-    buckets = [s for s in after["rnnserve_request_duration_seconds"]
-               if s.name.endswith("_bucket") and s.labels["endpoint"] == "sentiment"]
+    buckets = [
+        s
+        for s in after["rnnserve_request_duration_seconds"]
+        if s.name.endswith("_bucket") and s.labels["endpoint"] == "sentiment"
+    ]
     values = [s.value for s in sorted(buckets, key=lambda s: float(s.labels["le"]))]
     assert values == sorted(values)
     assert values[-1] == sample(after, "rnnserve_request_duration_seconds_count", endpoint="sentiment")
@@ -75,23 +84,31 @@ def test_counters_count_what_was_sent(server, models_dir):
 def test_model_info_names_model_version_and_provider(server, models_dir):
     info = httpx.get(f"{server.url}/info").json()
     fams = metrics(server.url)
-    got = {(s.labels["model"], s.labels["version"], s.labels["provider"]) for s in fams["rnnserve_model_info"] if s.value == 1}
+    got = {
+        (s.labels["model"], s.labels["version"], s.labels["provider"])
+        for s in fams["rnnserve_model_info"]
+        if s.value == 1
+    }
     assert got == {(m["name"], m["version"], "CPUExecutionProvider") for m in info["models"]}
     assert all(s.labels["pid"].isdigit() for s in fams["rnnserve_model_info"])
 
 
 def _batch_sizes(fams, endpoint: str) -> tuple[float, float, float]:
     """(batches, requests in them, batches of exactly one request)."""
-    return (sample(fams, "rnnserve_batch_size_requests_count", endpoint=endpoint),
-            sample(fams, "rnnserve_batch_size_requests_sum", endpoint=endpoint),
-            sample(fams, "rnnserve_batch_size_requests_bucket", endpoint=endpoint, le="1.0"))
+    return (
+        sample(fams, "rnnserve_batch_size_requests_count", endpoint=endpoint),
+        sample(fams, "rnnserve_batch_size_requests_sum", endpoint=endpoint),
+        sample(fams, "rnnserve_batch_size_requests_bucket", endpoint=endpoint, le="1.0"),
+    )
 
 
 @pytest.mark.parametrize("endpoint, body", [("sentiment", {}), ("translate", {"target_lang": "de"})])
 def test_concurrent_requests_form_batches_larger_than_one(server, endpoint, body):
     n = 48
     b0 = _batch_sizes(metrics(server.url), endpoint)
-    texts = REVIEWS if endpoint == "sentiment" else ["A dog runs in the park.", "A man sits.", "A child plays in the snow."]
+    texts = (
+        REVIEWS if endpoint == "sentiment" else ["A dog runs in the park.", "A man sits.", "A child plays in the snow."]
+    )
     responses = burst(server.url, f"/v1/{endpoint}", [{"texts": [texts[i % len(texts)]], **body} for i in range(n)])
     assert [r.status_code for r in responses] == [200] * n
     b1 = _batch_sizes(metrics(server.url), endpoint)
@@ -99,8 +116,9 @@ def test_concurrent_requests_form_batches_larger_than_one(server, endpoint, body
     assert requests == n  # every request counted once, in exactly one batch
     assert batches < n and batches - singles >= 1, (batches, singles)  # some batch held more than one request
     assert requests / batches > 1.5
-    assert sample(metrics(server.url), "rnnserve_batch_size_requests_bucket", endpoint=endpoint, le="16.0") == \
-        sample(metrics(server.url), "rnnserve_batch_size_requests_count", endpoint=endpoint)  # --max-batch-size 16
+    assert sample(metrics(server.url), "rnnserve_batch_size_requests_bucket", endpoint=endpoint, le="16.0") == sample(
+        metrics(server.url), "rnnserve_batch_size_requests_count", endpoint=endpoint
+    )  # --max-batch-size 16
 
 
 # --------------------------------------------------------------------------------------------- several workers

@@ -180,8 +180,14 @@ def test_every_pooling_and_cell_exports_natively_and_matches_pytorch(pooling, ce
     model = SentimentClassifier(replace(TINY, pooling=pooling, cell=cell)).eval()
     path = tmp_path / "m.onnx"
     ex_ids, ex_lens = make_batch([[5, 6, 7, 8], [9, 10]], [0, 1])
-    onnx_export(model, (ex_ids, ex_lens), path, inputs=["ids", "lengths"], outputs=["logits"],
-                dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
+    onnx_export(
+        model,
+        (ex_ids, ex_lens),
+        path,
+        inputs=["ids", "lengths"],
+        outputs=["logits"],
+        dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+    )
     assert cell.upper() in op_types(path) and not op_types(path) & {"Loop", "Scan"}
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)

@@ -20,7 +20,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -37,15 +36,26 @@ class ParityError(AssertionError):
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "service"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "service"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def onnx_export(module: nn.Module, args: tuple, path: Path, *, inputs: list[str], outputs: list[str],
-                dynamic: dict[str, dict[int, str]]) -> None:
+def onnx_export(
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    *,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic: dict[str, dict[int, str]],
+) -> None:
     """torch.onnx export with named inputs/outputs and named dynamic axes (`dynamic` covers both).
 
     The TorchScript exporter (dynamo=False) is used on purpose: in torch 2.13 the dynamo exporter
@@ -56,8 +66,17 @@ def onnx_export(module: nn.Module, args: tuple, path: Path, *, inputs: list[str]
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
     for value in model.graph.input:
@@ -76,8 +95,11 @@ def io_spec(path: Path) -> dict:
 
     def spec(v):
         t = v.type.tensor_type
-        return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
-                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+        return {
+            "name": v.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            "shape": [d.dim_param or d.dim_value for d in t.shape.dim],
+        }
 
     return {"inputs": [spec(v) for v in g.input], "outputs": [spec(v) for v in g.output], "opset": OPSET}
 
@@ -85,8 +107,14 @@ def io_spec(path: Path) -> dict:
 def base_metadata(name: str, task: str, version: str | None) -> dict:
     commit = git_commit()
     today = dt.date.today().isoformat()
-    return {"name": name, "task": task, "version": version or f"{today}+{commit[:8]}", "created": today,
-            "git_commit": commit, "torch_version": torch.__version__}
+    return {
+        "name": name,
+        "task": task,
+        "version": version or f"{today}+{commit[:8]}",
+        "created": today,
+        "git_commit": commit,
+        "torch_version": torch.__version__,
+    }
 
 
 def install(tmp: Path, out: Path) -> None:

@@ -50,7 +50,7 @@ class BiRNN(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         out_f, _ = self.fwd(x)
-        out_b_rev, state_b = self.bwd(reverse_within_length(x, lengths))
+        out_b_rev, _ = self.bwd(reverse_within_length(x, lengths))
         out_b = reverse_within_length(out_b_rev, lengths)
         # Forward final state: output at the last valid step. Backward final state: its output at
         # position 0 of the original order, which is the last step it read.

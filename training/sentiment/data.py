@@ -57,9 +57,7 @@ def load_split(data_dir: Path, split: str, *, url: str = IMDB_URL) -> list[Revie
     return reviews
 
 
-def stratified_split(
-    reviews: Sequence[Review], val_fraction: float, seed: int
-) -> tuple[list[Review], list[Review]]:
+def stratified_split(reviews: Sequence[Review], val_fraction: float, seed: int) -> tuple[list[Review], list[Review]]:
     """Carve a validation set out of train with the same label balance, reproducibly."""
     rng = random.Random(seed)
     train, val = [], []

@@ -54,12 +54,19 @@ def check_sentiment_parity(model: SentimentClassifier, onnx_path: Path, vocab: V
     got = sess.run(["logits"], {"ids": ids.numpy(), "lengths": lens.numpy()})[0]
     diff = np.abs(ref - got)
     worst = int(diff.max(axis=1).argmax())
-    report = {"batch_size": len(seqs), "min_len": int(lens.min()), "max_len": int(lens.max()),
-              "max_abs_logit_diff": float(diff.max()), "labels_identical": bool((ref.argmax(1) == got.argmax(1)).all()),
-              "atol": ATOL}
+    report = {
+        "batch_size": len(seqs),
+        "min_len": int(lens.min()),
+        "max_len": int(lens.max()),
+        "max_abs_logit_diff": float(diff.max()),
+        "labels_identical": bool((ref.argmax(1) == got.argmax(1)).all()),
+        "atol": ATOL,
+    }
     if diff.max() > ATOL:
-        raise ParityError(f"sentiment logits differ by {diff.max():.3e} > {ATOL} (review {worst} of the batch, "
-                          f"length {int(lens[worst])}): ONNX export does not compute what PyTorch computed")
+        raise ParityError(
+            f"sentiment logits differ by {diff.max():.3e} > {ATOL} (review {worst} of the batch, "
+            f"length {int(lens[worst])}): ONNX export does not compute what PyTorch computed"
+        )
     if not report["labels_identical"]:
         bad = np.flatnonzero(ref.argmax(1) != got.argmax(1)).tolist()
         raise ParityError(f"sentiment labels differ between PyTorch and ONNX for batch rows {bad}")
@@ -72,25 +79,42 @@ def classification_metrics(probs: np.ndarray, labels: list[int]) -> dict:
     fp, fn = int(((p == 1) & (y == 0)).sum()), int(((p == 0) & (y == 1)).sum())
     prec, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
     nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
-    return {"n": len(y), "accuracy": round((tp + tn) / len(y), 5), "precision": round(prec, 5), "recall": round(rec, 5),
-            "f1": round(2 * prec * rec / max(1e-12, prec + rec), 5), "nll": round(nll, 5),
-            "confusion_matrix": {"labels": ["negative", "positive"], "rows_true_cols_pred": [[tn, fp], [fn, tp]]}}
+    return {
+        "n": len(y),
+        "accuracy": round((tp + tn) / len(y), 5),
+        "precision": round(prec, 5),
+        "recall": round(rec, 5),
+        "f1": round(2 * prec * rec / max(1e-12, prec + rec), 5),
+        "nll": round(nll, 5),
+        "confusion_matrix": {"labels": ["negative", "positive"], "rows_true_cols_pred": [[tn, fp], [fn, tp]]},
+    }
 
 
 def evaluate(runtime: SentimentModel, reviews: list[Review], desc: str, chunk: int = 512) -> dict:
-    probs = np.concatenate([runtime.predict([r.text for r in reviews[s : s + chunk]])
-                            for s in tqdm(range(0, len(reviews), chunk), desc=desc, unit="chunk")])
+    probs = np.concatenate(
+        [
+            runtime.predict([r.text for r in reviews[s : s + chunk]])
+            for s in tqdm(range(0, len(reviews), chunk), desc=desc, unit="chunk")
+        ]
+    )
     return classification_metrics(probs, [r.label for r in reviews])
 
 
-def export_sentiment(run: Path, out: Path, data_dir: Path, *, version: str | None = None, quantize: bool = False,
-                     limit_eval: int = 0) -> dict:
+def export_sentiment(
+    run: Path, out: Path, data_dir: Path, *, version: str | None = None, quantize: bool = False, limit_eval: int = 0
+) -> dict:
     model, vocab, ck = load_checkpoint(run)
     tcfg = TrainConfig(**ck["train_config"])
     onnx_path = out / MODEL_FILE
     ex_ids, ex_lens = make_batch([[5, 6, 7, 8], [9, 10]], [0, 1])
-    onnx_export(model, (ex_ids, ex_lens), onnx_path, inputs=["ids", "lengths"], outputs=["logits"],
-                dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
+    onnx_export(
+        model,
+        (ex_ids, ex_lens),
+        onnx_path,
+        inputs=["ids", "lengths"],
+        outputs=["logits"],
+        dynamic={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+    )
     ops = op_types(onnx_path)
     native = "LSTM" if model.cfg.cell == "lstm" else "GRU"
     if native not in ops or ops & {"Loop", "Scan"}:
@@ -104,25 +128,42 @@ def export_sentiment(run: Path, out: Path, data_dir: Path, *, version: str | Non
     parity = check_sentiment_parity(model, onnx_path, vocab, parity_batch(val))
 
     cfg = model.cfg
-    meta = {**base_metadata("imdb-sentiment-bilstm", "sentiment", version),
-            "config": cfg.to_dict(), "train_config": ck["train_config"],
-            "training": {"epochs_run": ck["state"]["epoch"], "train_seconds": round(ck["state"]["train_seconds"], 1),
-                         "best_val_acc_pytorch": ck["state"]["best_acc"], "history": ck["state"]["history"]},
-            "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
-            "data": {"dataset": "IMDB Large Movie Review Dataset v1.0", "source": IMDB_URL,
-                     "citation": "Maas et al., Learning Word Vectors for Sentiment Analysis, ACL 2011",
-                     "train": len(train_all) - len(val), "validation": len(val),
-                     "validation_split": f"stratified {tcfg.val_fraction:.0%} of train, seed {tcfg.seed}"},
-            "interface": io_spec(onnx_path), "parity": parity, "serving_model": MODEL_FILE,
-            "labels": list(cfg.labels), "golden": {"texts": GOLDEN_TEXTS, "logits": []}}
+    meta = {
+        **base_metadata("imdb-sentiment-bilstm", "sentiment", version),
+        "config": cfg.to_dict(),
+        "train_config": ck["train_config"],
+        "training": {
+            "epochs_run": ck["state"]["epoch"],
+            "train_seconds": round(ck["state"]["train_seconds"], 1),
+            "best_val_acc_pytorch": ck["state"]["best_acc"],
+            "history": ck["state"]["history"],
+        },
+        "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
+        "data": {
+            "dataset": "IMDB Large Movie Review Dataset v1.0",
+            "source": IMDB_URL,
+            "citation": "Maas et al., Learning Word Vectors for Sentiment Analysis, ACL 2011",
+            "train": len(train_all) - len(val),
+            "validation": len(val),
+            "validation_split": f"stratified {tcfg.val_fraction:.0%} of train, seed {tcfg.seed}",
+        },
+        "interface": io_spec(onnx_path),
+        "parity": parity,
+        "serving_model": MODEL_FILE,
+        "labels": list(cfg.labels),
+        "golden": {"texts": GOLDEN_TEXTS, "logits": []},
+    }
     write_metadata(out, meta)  # provisional, so the runtime loader can open the folder
     runtime = SentimentModel(out)
     meta["golden"]["logits"] = runtime.logits(runtime.encode(GOLDEN_TEXTS)).round(6).tolist()
     test = load_split(data_dir, "test")
     if limit_eval:
         val, test = val[:limit_eval], stratified_split(test, limit_eval / len(test), 0)[1]
-    meta["metrics"] = {"validation": evaluate(runtime, val, "validation (onnxruntime)"),
-                       "test": evaluate(runtime, test, "test (onnxruntime)"), "computed_with": "onnxruntime, CPU"}
+    meta["metrics"] = {
+        "validation": evaluate(runtime, val, "validation (onnxruntime)"),
+        "test": evaluate(runtime, test, "test (onnxruntime)"),
+        "computed_with": "onnxruntime, CPU",
+    }
     if quantize:
         meta = _try_int8(out, meta, val, test)
     write_metadata(out, meta)
@@ -161,6 +202,8 @@ def _try_int8(out: Path, meta: dict, val: list[Review], test: list[Review]) -> d
 
 def _card(meta: dict) -> str:
     t, v = meta["metrics"]["test"], meta["metrics"]["validation"]
-    return (f"# {meta['name']} {meta['version']}\n\nBiLSTM sentiment classifier trained on IMDB; see metadata.json.\n\n"
-            f"| split | accuracy | F1 |\n|---|---|---|\n| validation | {v['accuracy']:.4f} | {v['f1']:.4f} |\n"
-            f"| test | {t['accuracy']:.4f} | {t['f1']:.4f} |\n\nParity: {json.dumps(meta['parity'])}\n")
+    return (
+        f"# {meta['name']} {meta['version']}\n\nBiLSTM sentiment classifier trained on IMDB; see metadata.json.\n\n"
+        f"| split | accuracy | F1 |\n|---|---|---|\n| validation | {v['accuracy']:.4f} | {v['f1']:.4f} |\n"
+        f"| test | {t['accuracy']:.4f} | {t['f1']:.4f} |\n\nParity: {json.dumps(meta['parity'])}\n"
+    )

@@ -36,13 +36,20 @@ def main(argv: list[str] | None = None) -> None:
         cfg = SentimentConfig(pooling=pooling, max_len=a.max_len, head_len=min(64, a.max_len))
         tcfg = TrainConfig(epochs=a.epochs, patience=a.epochs, limit=a.limit)
         rep = train(a.out / pooling, a.data_dir or default_data_dir(), cfg, tcfg)
-        results[pooling] = {"best_val_acc": rep["best_val_acc"], "train_seconds": rep["train_seconds"],
-                            "history": rep["history"]}
+        results[pooling] = {
+            "best_val_acc": rep["best_val_acc"],
+            "train_seconds": rep["train_seconds"],
+            "history": rep["history"],
+        }
         print(pooling, results[pooling]["best_val_acc"], flush=True)
     best = max(results, key=lambda k: results[k]["best_val_acc"])
-    summary = {"winner": best, "epochs": a.epochs, "max_len": a.max_len,
-               "config": dataclasses.asdict(SentimentConfig(max_len=a.max_len, head_len=min(64, a.max_len))),
-               "results": results}
+    summary = {
+        "winner": best,
+        "epochs": a.epochs,
+        "max_len": a.max_len,
+        "config": dataclasses.asdict(SentimentConfig(max_len=a.max_len, head_len=min(64, a.max_len))),
+        "results": results,
+    }
     (a.out / "pooling.json").write_text(json.dumps(summary, indent=2))
     from training.plots import plt
 

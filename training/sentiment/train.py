@@ -80,7 +80,11 @@ def prepare(data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig, cache: Path
     train, val = stratified_split(reviews, tcfg.val_fraction, tcfg.seed)
     toks = [tokenize(r.text) for r in tqdm(train, desc="tokenize train", unit="review")]
     vocab = Vocab.build(toks, cfg.vocab_size, cfg.min_freq)
-    enc = lambda rs: ([truncate_head_tail(vocab.encode(tokenize(r.text)), cfg.max_len, cfg.head_len) or [PAD_ID] for r in rs], [r.label for r in rs])  # noqa: E731
+
+    def enc(rs):
+        ids = [truncate_head_tail(vocab.encode(tokenize(r.text)), cfg.max_len, cfg.head_len) or [PAD_ID] for r in rs]
+        return ids, [r.label for r in rs]
+
     tr, va = enc(train), enc(val)
     if cache:
         torch.save({"vocab": vocab.itos, "train": tr, "val": va}, cache)
@@ -137,8 +141,14 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
         va_loss = float(loss_fn(torch.from_numpy(va_logits), torch.tensor(va_y)))
         va_acc = accuracy(va_logits, va_y)
         state["train_seconds"] += time.time() - t0
-        row = {"epoch": epoch, "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
-               "val_loss": va_loss, "val_acc": va_acc, "seconds": round(time.time() - t0, 1)}
+        row = {
+            "epoch": epoch,
+            "train_loss": tot_loss / seen,
+            "train_acc": tot_ok / seen,
+            "val_loss": va_loss,
+            "val_acc": va_acc,
+            "seconds": round(time.time() - t0, 1),
+        }
         state["history"].append(row)
         print(json.dumps(row), flush=True)
         state["epoch"] = epoch
@@ -147,20 +157,37 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
             state["best_acc"], state["bad_epochs"] = va_acc, 0
         else:
             state["bad_epochs"] += 1
-        ck = {"model": model.state_dict(), "config": cfg.to_dict(), "train_config": dataclasses.asdict(tcfg),
-              "vocab": vocab.itos, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "state": state, "torch_rng": torch.get_rng_state()}
+        ck = {
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "train_config": dataclasses.asdict(tcfg),
+            "vocab": vocab.itos,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "state": state,
+            "torch_rng": torch.get_rng_state(),
+        }
         if improved:
             torch.save({k: ck[k] for k in ("model", "config", "train_config", "vocab", "state")}, out / "best.pt")
         torch.save(ck, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
-    report = {"config": cfg.to_dict(), "train_config": dataclasses.asdict(tcfg), "history": state["history"],
-              "best_val_acc": state["best_acc"], "train_seconds": round(state["train_seconds"], 1),
-              "epochs_run": state["epoch"], "vocab_size": len(vocab)}
+    report = {
+        "config": cfg.to_dict(),
+        "train_config": dataclasses.asdict(tcfg),
+        "history": state["history"],
+        "best_val_acc": state["best_acc"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "epochs_run": state["epoch"],
+        "vocab_size": len(vocab),
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    plot_curves(state["history"], out / "curve.png", title=f"IMDB sentiment ({cfg.cell}, {cfg.pooling} pooling)",
-                panels=[("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"])])
+    plot_curves(
+        state["history"],
+        out / "curve.png",
+        title=f"IMDB sentiment ({cfg.cell}, {cfg.pooling} pooling)",
+        panels=[("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"])],
+    )
     return report
 
 
@@ -177,10 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = SentimentConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(SentimentConfig) if hasattr(a, f.name)})
+    cfg = SentimentConfig(
+        **{f.name: getattr(a, f.name) for f in dataclasses.fields(SentimentConfig) if hasattr(a, f.name)}
+    )
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
     report = train(a.out, a.data_dir or default_data_dir(), cfg, tcfg)
-    print(f"best val acc {report['best_val_acc']:.4f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s")
+    print(
+        f"best val acc {report['best_val_acc']:.4f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,14 @@ def scores(hyps: list[str], refs: list[str]) -> dict:
     metric = sacrebleu.BLEU()
     bleu = metric.corpus_score(hyps, [refs])
     lc = sacrebleu.corpus_bleu(hyps, [refs], lowercase=True, tokenize="intl")
-    return {"bleu": round(bleu.score, 2), "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2),
-            "bleu_lc_tok": round(lc.score, 2), "bleu_signature": str(metric.get_signature()),
-            "bleu_lc_tok_note": "lowercased, sacreBLEU 'intl' tokenization: for comparison with older tokenized-BLEU papers",
-            "n": len(hyps)}
+    return {
+        "bleu": round(bleu.score, 2),
+        "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2),
+        "bleu_lc_tok": round(lc.score, 2),
+        "bleu_signature": str(metric.get_signature()),
+        "bleu_lc_tok_note": "lowercased, sacreBLEU 'intl' tokenization: for comparison with older tokenized-BLEU papers",
+        "n": len(hyps),
+    }
 
 
 def by_length(src: list[str], hyps: list[str], refs: list[str]) -> list[dict]:
@@ -69,8 +73,9 @@ def plot_by_length(tables: dict[str, list[dict]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def evaluate_artifact(tm, data_dir: Path, out: Path, *, baseline_run: Path | None = None, limit: int = 0,
-                      beam: int = 5) -> dict:
+def evaluate_artifact(
+    tm, data_dir: Path, out: Path, *, baseline_run: Path | None = None, limit: int = 0, beam: int = 5
+) -> dict:
     """Metrics dict for metadata.json; writes bleu_by_length.png (and .json) into `out`."""
     metrics: dict = {"computed_with": f"onnxruntime, beam {beam}, length penalty {tm.alpha}"}
     test_src = test_ref = test_hyp = None
@@ -78,7 +83,9 @@ def evaluate_artifact(tm, data_dir: Path, out: Path, *, baseline_run: Path | Non
         src, ref = load_pair(data_dir, split, tm.src_lang, tm.tgt_lang)
         if limit:
             src, ref = src[:limit], ref[:limit]
-        hyp = translate_all(lambda t: [tm.detok(h[0]) for h in tm.translate(t, beam_size=beam)], src, f"{key} {tm.pair}")
+        hyp = translate_all(
+            lambda t: [tm.detok(h[0]) for h in tm.translate(t, beam_size=beam)], src, f"{key} {tm.pair}"
+        )
         metrics[key] = scores(hyp, ref)
         if split == "test":
             test_src, test_ref, test_hyp = src, ref, hyp
@@ -91,7 +98,9 @@ def evaluate_artifact(tm, data_dir: Path, out: Path, *, baseline_run: Path | Non
         stepper = TorchStepper(base)
 
         def tr(texts):
-            return [tm.detok(h[0]) for h in translate_ids(stepper, tm.encode_texts(texts), beam_size=beam, alpha=tm.alpha)]
+            return [
+                tm.detok(h[0]) for h in translate_ids(stepper, tm.encode_texts(texts), beam_size=beam, alpha=tm.alpha)
+            ]
 
         base_hyp = translate_all(tr, test_src, f"baseline test {tm.pair}")
         metrics["baseline_no_attention_test"] = scores(base_hyp, test_ref)
@@ -114,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     import tempfile
 
     out = a.out or Path(tempfile.mkdtemp())
-    m = evaluate_artifact(TranslationModel(a.artifact), a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run)
+    m = evaluate_artifact(
+        TranslationModel(a.artifact), a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run
+    )
     print(json.dumps(m, indent=2))
 
 

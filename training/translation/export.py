@@ -22,8 +22,11 @@ from training.translation.translate import TorchStepper, translate_ids
 STEP_ATOL = 1e-4
 MIN_IDENTICAL = 0.99
 DECODING = {"beam_size": 5, "length_penalty": 0.6, "max_len_ratio": 1.5, "max_len_extra": 10}
-GOLDEN_TEXTS = ["A man is riding a bicycle down the street.", "Two dogs play in the snow.",
-                "A little girl in a pink dress is smiling."]
+GOLDEN_TEXTS = [
+    "A man is riding a bicycle down the street.",
+    "Two dogs play in the snow.",
+    "A little girl in a pink dress is smiling.",
+]
 
 
 class EncoderExport(nn.Module):
@@ -41,7 +44,9 @@ class DecoderStepExport(nn.Module):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, prev_tokens: Tensor, h: Tensor, c: Tensor, enc_states: Tensor, enc_keys: Tensor, src_mask: Tensor):
+    def forward(
+        self, prev_tokens: Tensor, h: Tensor, c: Tensor, enc_states: Tensor, enc_keys: Tensor, src_mask: Tensor
+    ):
         r, h, c, a = self.decoder(prev_tokens, h, c, enc_states, enc_keys, src_mask)
         return self.decoder.log_probs(r), h, c, a
 
@@ -57,27 +62,55 @@ def export_onnx(model: Seq2Seq, out: Path) -> None:
     cfg = model.cfg
     ids, lens = pad_batch([[5, 6, 7, 8], [9, 10, 11]])
     src, sl = torch.from_numpy(ids), torch.from_numpy(lens)
-    onnx_export(EncoderExport(model), (src, sl), out / ENCODER, inputs=["src_ids", "src_lengths"],
-                outputs=["enc_states", "enc_keys", "h0", "c0"],
-                dynamic={"src_ids": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"},
-                         "enc_states": {0: "batch", 1: "src_len"}, "enc_keys": {0: "batch", 1: "src_len"},
-                         "h0": {0: "batch"}, "c0": {0: "batch"}})
+    onnx_export(
+        EncoderExport(model),
+        (src, sl),
+        out / ENCODER,
+        inputs=["src_ids", "src_lengths"],
+        outputs=["enc_states", "enc_keys", "h0", "c0"],
+        dynamic={
+            "src_ids": {0: "batch", 1: "src_len"},
+            "src_lengths": {0: "batch"},
+            "enc_states": {0: "batch", 1: "src_len"},
+            "enc_keys": {0: "batch", 1: "src_len"},
+            "h0": {0: "batch"},
+            "c0": {0: "batch"},
+        },
+    )
     with torch.no_grad():
         states, keys, h, c, _ = model.encoder(src, sl)
     mask = torch.arange(src.shape[1])[None] < sl[:, None]
     prev = torch.full((2,), BOS_ID, dtype=torch.long)
-    onnx_export(DecoderStepExport(model), (prev, h, c, states, keys, mask), out / DECODER,
-                inputs=["prev_tokens", "h", "c", "enc_states", "enc_keys", "src_mask"],
-                outputs=["log_probs", "h_out", "c_out", "attention"],
-                dynamic={"prev_tokens": {0: "rows"}, "h": {0: "rows"}, "c": {0: "rows"},
-                         "enc_states": {0: "rows", 1: "src_len"}, "enc_keys": {0: "rows", 1: "src_len"},
-                         "src_mask": {0: "rows", 1: "src_len"}, "log_probs": {0: "rows"}, "h_out": {0: "rows"},
-                         "c_out": {0: "rows"}, "attention": {0: "rows", 1: "src_len"}})
+    onnx_export(
+        DecoderStepExport(model),
+        (prev, h, c, states, keys, mask),
+        out / DECODER,
+        inputs=["prev_tokens", "h", "c", "enc_states", "enc_keys", "src_mask"],
+        outputs=["log_probs", "h_out", "c_out", "attention"],
+        dynamic={
+            "prev_tokens": {0: "rows"},
+            "h": {0: "rows"},
+            "c": {0: "rows"},
+            "enc_states": {0: "rows", 1: "src_len"},
+            "enc_keys": {0: "rows", 1: "src_len"},
+            "src_mask": {0: "rows", 1: "src_len"},
+            "log_probs": {0: "rows"},
+            "h_out": {0: "rows"},
+            "c_out": {0: "rows"},
+            "attention": {0: "rows", 1: "src_len"},
+        },
+    )
     del cfg
 
 
-def check_step_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], tgt: list[list[int]],
-                      batch_size: int = 64, max_batches: int = 4) -> dict:
+def check_step_parity(
+    model: Seq2Seq,
+    onnx: OnnxStepper,
+    src: list[list[int]],
+    tgt: list[list[int]],
+    batch_size: int = 64,
+    max_batches: int = 4,
+) -> dict:
     """Encoder outputs and teacher-forced decoder steps, PyTorch vs ONNX, on real batches."""
     torch_step = TorchStepper(model)
     worst, n_steps = 0.0, 0
@@ -97,8 +130,10 @@ def check_step_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], t
             lp_o, st_o, a_o = onnx.step(tokens, st_o, mem_o)
             d = float(np.abs(lp_t - lp_o).max())
             if d > STEP_ATOL:
-                raise ParityError(f"decoder step {t}: log-probs differ by {d:.3e} > {STEP_ATOL} "
-                                  f"(batch of {len(idx)}, source lengths {int(lens.min())}-{int(lens.max())})")
+                raise ParityError(
+                    f"decoder step {t}: log-probs differ by {d:.3e} > {STEP_ATOL} "
+                    f"(batch of {len(idx)}, source lengths {int(lens.min())}-{int(lens.max())})"
+                )
             worst = max(worst, d, float(np.abs(a_t - a_o).max()))
             n_steps += 1
             tokens = np.array([r[t] if t < len(r) else 0 for r in ref_tok], dtype=np.int64)
@@ -110,23 +145,43 @@ def check_step_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], t
 
 def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], beam: int, alpha: float) -> dict:
     """Full beam search over every source, PyTorch vs ONNX step: at least 99% identical."""
-    kw = {"beam_size": beam, "alpha": alpha, "batch_size": 64, "max_ratio": DECODING["max_len_ratio"],
-          "max_extra": DECODING["max_len_extra"], "max_cap": 256}
+    kw = {
+        "beam_size": beam,
+        "alpha": alpha,
+        "batch_size": 64,
+        "max_ratio": DECODING["max_len_ratio"],
+        "max_extra": DECODING["max_len_extra"],
+        "max_cap": 256,
+    }
     ref = translate_ids(TorchStepper(model), src, **kw)
     got = translate_ids(onnx, src, **kw)
     same = [r[0].tokens == g[0].tokens for r, g in zip(ref, got, strict=True)]
     frac = float(np.mean(same))
-    report = {"sentences": len(src), "identical": int(sum(same)), "identical_fraction": round(frac, 5),
-              "beam_size": beam, "required": MIN_IDENTICAL}
+    report = {
+        "sentences": len(src),
+        "identical": int(sum(same)),
+        "identical_fraction": round(frac, 5),
+        "beam_size": beam,
+        "required": MIN_IDENTICAL,
+    }
     if frac < MIN_IDENTICAL:
         bad = [i for i, s in enumerate(same) if not s][:5]
-        raise ParityError(f"beam search: only {frac:.2%} of {len(src)} translations identical between PyTorch and "
-                          f"ONNX (need {MIN_IDENTICAL:.0%}); first differing sentences {bad}")
+        raise ParityError(
+            f"beam search: only {frac:.2%} of {len(src)} translations identical between PyTorch and "
+            f"ONNX (need {MIN_IDENTICAL:.0%}); first differing sentences {bad}"
+        )
     return report
 
 
-def export_translation(run: Path, out: Path, data_dir: Path, *, version: str | None = None,
-                       baseline_run: Path | None = None, limit_eval: int = 0) -> dict:
+def export_translation(
+    run: Path,
+    out: Path,
+    data_dir: Path,
+    *,
+    version: str | None = None,
+    baseline_run: Path | None = None,
+    limit_eval: int = 0,
+) -> dict:
     import onnxruntime as ort
 
     model, ck = load_checkpoint(run)
@@ -149,25 +204,46 @@ def export_translation(run: Path, out: Path, data_dir: Path, *, version: str | N
     print("search parity", parity["beam_search"], flush=True)
 
     name = f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{'attention' if cfg.attention else 'noattn'}"
-    meta = {**base_metadata(name, "translation", version), "config": cfg.to_dict(), "train_config": ck["train_config"],
-            "training": {"epochs_run": ck["state"]["epoch"], "train_seconds": round(ck["state"]["train_seconds"], 1),
-                         "best_val_bleu_greedy_pytorch": ck["state"]["best_bleu"], "history": ck["state"]["history"]},
-            "tokenizer": {"module": "service.subword", "kind": "sentencepiece unigram",
-                          "joint": cfg.joint_vocab, "src_vocab": len(src_tok), "tgt_vocab": len(tgt_tok)},
-            "data": {"dataset": "Multi30k task 1", "source": MULTI30K_URL,
-                     "citation": "Elliott et al., Multi30K: Multilingual English-German Image Descriptions, 2016"
-                                 + ("; Elliott et al., 2017 (French)" if cfg.tgt_lang == "fr" else ""),
-                     "train": "train (29,000)", "validation": "val (1,014)", "test": "test_2016_flickr (1,000)"},
-            "decoding": DECODING, "parity": parity,
-            "interface": {"encoder": io_spec(out / ENCODER), "decoder": io_spec(out / DECODER)},
-            "golden": {"texts": GOLDEN_TEXTS, "beam_size": DECODING["beam_size"], "translations": [], "scores": []}}
+    meta = {
+        **base_metadata(name, "translation", version),
+        "config": cfg.to_dict(),
+        "train_config": ck["train_config"],
+        "training": {
+            "epochs_run": ck["state"]["epoch"],
+            "train_seconds": round(ck["state"]["train_seconds"], 1),
+            "best_val_bleu_greedy_pytorch": ck["state"]["best_bleu"],
+            "history": ck["state"]["history"],
+        },
+        "tokenizer": {
+            "module": "service.subword",
+            "kind": "sentencepiece unigram",
+            "joint": cfg.joint_vocab,
+            "src_vocab": len(src_tok),
+            "tgt_vocab": len(tgt_tok),
+        },
+        "data": {
+            "dataset": "Multi30k task 1",
+            "source": MULTI30K_URL,
+            "citation": "Elliott et al., Multi30K: Multilingual English-German Image Descriptions, 2016"
+            + ("; Elliott et al., 2017 (French)" if cfg.tgt_lang == "fr" else ""),
+            "train": "train (29,000)",
+            "validation": "val (1,014)",
+            "test": "test_2016_flickr (1,000)",
+        },
+        "decoding": DECODING,
+        "parity": parity,
+        "interface": {"encoder": io_spec(out / ENCODER), "decoder": io_spec(out / DECODER)},
+        "golden": {"texts": GOLDEN_TEXTS, "beam_size": DECODING["beam_size"], "translations": [], "scores": []},
+    }
     write_metadata(out, meta)
     tm = TranslationModel(out)
     hyps = tm.translate(GOLDEN_TEXTS, beam_size=DECODING["beam_size"])
     meta["golden"]["translations"] = [tm.detok(h[0]) for h in hyps]
     meta["golden"]["scores"] = [round(h[0].score, 6) for h in hyps]
     write_metadata(out, meta)
-    meta["metrics"] = evaluate_artifact(TranslationModel(out), data_dir, out, baseline_run=baseline_run, limit=limit_eval)
+    meta["metrics"] = evaluate_artifact(
+        TranslationModel(out), data_dir, out, baseline_run=baseline_run, limit=limit_eval
+    )
     write_metadata(out, meta)
     TranslationModel(out).check_golden()
     (out / "README.md").write_text(_card(meta), encoding="utf-8")
@@ -176,9 +252,14 @@ def export_translation(run: Path, out: Path, data_dir: Path, *, version: str | N
 
 def _card(meta: dict) -> str:
     m = meta["metrics"]
-    rows = "".join(f"| {s} | {m[s]['bleu']:.2f} | {m[s]['chrf']:.2f} | {m[s]['bleu_lc_tok']:.2f} |\n" for s in ("validation", "test"))
-    return (f"# {meta['name']} {meta['version']}\n\nAttention seq2seq trained on Multi30k; see metadata.json. "
-            f"Beam {meta['decoding']['beam_size']}, computed with onnxruntime.\n\n"
-            "| split | sacreBLEU | chrF | BLEU (lowercase, tokenized) |\n|---|---|---|---|\n" + rows +
-            f"\nParity: {json.dumps(meta['parity'])}\n\n![BLEU by source length](bleu_by_length.png)\n")
-
+    rows = "".join(
+        f"| {s} | {m[s]['bleu']:.2f} | {m[s]['chrf']:.2f} | {m[s]['bleu_lc_tok']:.2f} |\n"
+        for s in ("validation", "test")
+    )
+    return (
+        f"# {meta['name']} {meta['version']}\n\nAttention seq2seq trained on Multi30k; see metadata.json. "
+        f"Beam {meta['decoding']['beam_size']}, computed with onnxruntime.\n\n"
+        "| split | sacreBLEU | chrF | BLEU (lowercase, tokenized) |\n|---|---|---|---|\n"
+        + rows
+        + f"\nParity: {json.dumps(meta['parity'])}\n\n![BLEU by source length](bleu_by_length.png)\n"
+    )

@@ -86,8 +86,16 @@ class Decoder(nn.Module):
         a = torch.softmax(e.masked_fill(~mask, -1e9), dim=1)
         return torch.bmm(a.unsqueeze(1), states).squeeze(1), a
 
-    def forward(self, prev: Tensor, h: Tensor, c: Tensor, states: Tensor, keys: Tensor, mask: Tensor,
-                summary: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        prev: Tensor,
+        h: Tensor,
+        c: Tensor,
+        states: Tensor,
+        keys: Tensor,
+        mask: Tensor,
+        summary: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One step. prev [N] -> readout [N,E] (pre-projection), h', c' [N,Hd], attention [N,S]."""
         y = self.drop(self.embed(prev))
         if self.cfg.attention:

@@ -33,19 +33,32 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     src, tgt = a.pair.split("-")
     out = a.out or Path(f"runs/vocab-{a.pair}")
-    variants = {"joint": TranslationConfig(src_lang=src, tgt_lang=tgt, joint_vocab=True, share_embeddings=True),
-                "separate": TranslationConfig(src_lang=src, tgt_lang=tgt, joint_vocab=False, share_embeddings=False)}
+    variants = {
+        "joint": TranslationConfig(src_lang=src, tgt_lang=tgt, joint_vocab=True, share_embeddings=True),
+        "separate": TranslationConfig(src_lang=src, tgt_lang=tgt, joint_vocab=False, share_embeddings=False),
+    }
     results = {}
     for name, cfg in variants.items():
-        rep = train(out / name, a.data_dir or default_data_dir(), cfg, TrainConfig(epochs=a.epochs, patience=a.epochs, limit=a.limit))
+        rep = train(
+            out / name,
+            a.data_dir or default_data_dir(),
+            cfg,
+            TrainConfig(epochs=a.epochs, patience=a.epochs, limit=a.limit),
+        )
         results[name] = {"best_val_bleu_greedy": rep["best_val_bleu_greedy"], "history": rep["history"]}
         print(name, rep["best_val_bleu_greedy"], flush=True)
     winner = max(results, key=lambda k: results[k]["best_val_bleu_greedy"])
     (out / "vocab.json").write_text(json.dumps({"winner": winner, "epochs": a.epochs, "results": results}, indent=2))
-    merged = [{"epoch": h["epoch"], **{f"{k}_val_bleu": results[k]["history"][i]["val_bleu_greedy"] for k in results}}
-              for i, h in enumerate(results["joint"]["history"])]
-    plot_curves(merged, out / "vocab.png", title=f"{a.pair}: joint vs separate vocabularies",
-                panels=[("greedy val BLEU", [f"{k}_val_bleu" for k in results])])
+    merged = [
+        {"epoch": h["epoch"], **{f"{k}_val_bleu": results[k]["history"][i]["val_bleu_greedy"] for k in results}}
+        for i, h in enumerate(results["joint"]["history"])
+    ]
+    plot_curves(
+        merged,
+        out / "vocab.png",
+        title=f"{a.pair}: joint vs separate vocabularies",
+        panels=[("greedy val BLEU", [f"{k}_val_bleu" for k in results])],
+    )
     print(f"winner: {winner}")
 
 

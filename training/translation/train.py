@@ -50,7 +50,9 @@ class TrainConfig:
     limit: int = 0  # train on only this many pairs (smoke runs, tests); 0 = all
 
 
-def build_tokenizers(out: Path, cfg: TranslationConfig, src_train: list[str], tgt_train: list[str]) -> tuple[Subword, Subword]:
+def build_tokenizers(
+    out: Path, cfg: TranslationConfig, src_train: list[str], tgt_train: list[str]
+) -> tuple[Subword, Subword]:
     src_model, tgt_model = out / "spm.src.model", out / "spm.tgt.model"
     if not (src_model.exists() and tgt_model.exists()):
         if cfg.joint_vocab:
@@ -76,7 +78,9 @@ def make_batch(src: list[list[int]], tgt: list[list[int]], idx: list[int]):
     return s, s_len, t_in, t_out
 
 
-def bleu_of(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, src: list[str], refs: list[str], beam: int = 1) -> tuple[float, list[str]]:
+def bleu_of(
+    model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, src: list[str], refs: list[str], beam: int = 1
+) -> tuple[float, list[str]]:
     hyps = translate_ids(TorchStepper(model), src_tok.encode_batch(src), beam_size=beam, batch_size=128)
     out = [tgt_tok.decode(h[0].tokens) for h in hyps]
     return sacrebleu.corpus_bleu(out, [refs]).score, out
@@ -94,8 +98,11 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         src_va, tgt_va = src_va[: max(20, tcfg.limit // 10)], tgt_va[: max(20, tcfg.limit // 10)]
     src_tok, tgt_tok = build_tokenizers(out, cfg, src_tr, tgt_tr)
     cfg = dataclasses.replace(cfg, src_vocab=len(src_tok), tgt_vocab=len(tgt_tok))
-    pairs = [(s, t) for s, t in zip(src_tok.encode_batch(src_tr), tgt_tok.encode_batch(tgt_tr), strict=True)
-             if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len]
+    pairs = [
+        (s, t)
+        for s, t in zip(src_tok.encode_batch(src_tr), tgt_tok.encode_batch(tgt_tr), strict=True)
+        if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len
+    ]
     tr_s, tr_t = [p[0] for p in pairs], [p[1] for p in pairs]
     va_s, va_t = src_tok.encode_batch(src_va), tgt_tok.encode_batch(tgt_va)
 
@@ -123,8 +130,12 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         for idx in bar:
             s, sl, ti, to = make_batch(tr_s, tr_t, idx)
             logits = model(s, sl, ti)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), to.reshape(-1), ignore_index=PAD_ID,
-                                   label_smoothing=tcfg.label_smoothing)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                to.reshape(-1),
+                ignore_index=PAD_ID,
+                label_smoothing=tcfg.label_smoothing,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
@@ -139,30 +150,58 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
             for idx in bucketed_batches([len(s) for s in va_s], 128, shuffle=False):
                 s, sl, ti, to = make_batch(va_s, va_t, idx)
                 lg = model(s, sl, ti)
-                vl += float(F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum"))
+                vl += float(
+                    F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum")
+                )
                 vn += int((to != PAD_ID).sum())
         bleu, _ = bleu_of(model, src_tok, tgt_tok, src_va, tgt_va, beam=1)
         sched.step(bleu)
         state["train_seconds"] += time.time() - t0
-        row = {"epoch": epoch, "train_loss": tot / ntok, "val_loss": vl / vn, "val_ppl": float(np.exp(vl / vn)),
-               "val_bleu_greedy": bleu, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
+        row = {
+            "epoch": epoch,
+            "train_loss": tot / ntok,
+            "val_loss": vl / vn,
+            "val_ppl": float(np.exp(vl / vn)),
+            "val_bleu_greedy": bleu,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 1),
+        }
         state["history"].append(row)
         print(json.dumps(row), flush=True)
         state["epoch"] = epoch
         improved = bleu > state["best_bleu"]
-        state["best_bleu"], state["bad_epochs"] = (bleu, 0) if improved else (state["best_bleu"], state["bad_epochs"] + 1)
-        ck = {"model": model.state_dict(), "config": cfg.to_dict(), "train_config": dataclasses.asdict(tcfg),
-              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state, "torch_rng": torch.get_rng_state()}
+        state["best_bleu"], state["bad_epochs"] = (
+            (bleu, 0) if improved else (state["best_bleu"], state["bad_epochs"] + 1)
+        )
+        ck = {
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "train_config": dataclasses.asdict(tcfg),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "state": state,
+            "torch_rng": torch.get_rng_state(),
+        }
         if improved:
             torch.save({k: ck[k] for k in ("model", "config", "train_config", "state")}, out / "best.pt")
         torch.save(ck, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
-        plot_curves(state["history"], out / "curve.png", title=f"Multi30k {cfg.src_lang}-{cfg.tgt_lang} ({'attention' if cfg.attention else 'no attention'})",
-                    panels=[("loss", ["train_loss", "val_loss"]), ("BLEU", ["val_bleu_greedy"])])
-    report = {"config": cfg.to_dict(), "train_config": dataclasses.asdict(tcfg), "history": state["history"],
-              "best_val_bleu_greedy": state["best_bleu"], "train_seconds": round(state["train_seconds"], 1),
-              "epochs_run": state["epoch"], "train_pairs": len(tr_s)}
+        plot_curves(
+            state["history"],
+            out / "curve.png",
+            title=f"Multi30k {cfg.src_lang}-{cfg.tgt_lang} ({'attention' if cfg.attention else 'no attention'})",
+            panels=[("loss", ["train_loss", "val_loss"]), ("BLEU", ["val_bleu_greedy"])],
+        )
+    report = {
+        "config": cfg.to_dict(),
+        "train_config": dataclasses.asdict(tcfg),
+        "history": state["history"],
+        "best_val_bleu_greedy": state["best_bleu"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "epochs_run": state["epoch"],
+        "train_pairs": len(tr_s),
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -185,11 +224,19 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     src, tgt = a.pair.split("-")
     kw = {f.name: getattr(a, f.name) for f in dataclasses.fields(TranslationConfig) if hasattr(a, f.name)}
-    cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, attention=not a.no_attention, joint_vocab=not a.separate_vocab,
-                            share_embeddings=not a.separate_vocab, **kw)
+    cfg = TranslationConfig(
+        src_lang=src,
+        tgt_lang=tgt,
+        attention=not a.no_attention,
+        joint_vocab=not a.separate_vocab,
+        share_embeddings=not a.separate_vocab,
+        **kw,
+    )
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
     report = train(a.out or Path(f"runs/translate-{a.pair}"), a.data_dir or default_data_dir(), cfg, tcfg)
-    print(f"best greedy val BLEU {report['best_val_bleu_greedy']:.2f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s")
+    print(
+        f"best greedy val BLEU {report['best_val_bleu_greedy']:.2f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -33,13 +33,30 @@ class TorchStepper:
     @torch.no_grad()
     def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
         t = torch.from_numpy
-        r, h, c, a = self.model.decoder(t(tokens), t(state["h"]), t(state["c"]), t(memory["states"]),
-                                        t(memory["keys"]), t(memory["mask"]), t(memory["summary"]))
+        r, h, c, a = self.model.decoder(
+            t(tokens),
+            t(state["h"]),
+            t(state["c"]),
+            t(memory["states"]),
+            t(memory["keys"]),
+            t(memory["mask"]),
+            t(memory["summary"]),
+        )
         return self.model.decoder.log_probs(r).numpy(), {"h": h.numpy(), "c": c.numpy()}, a.numpy()
 
 
-def translate_ids(stepper, src: list[list[int]], *, beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
-                  max_ratio: float = 1.5, max_extra: int = 10, max_cap: int = 200, n_best: int = 1) -> list[list[Hypothesis]]:
+def translate_ids(
+    stepper,
+    src: list[list[int]],
+    *,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    batch_size: int = 64,
+    max_ratio: float = 1.5,
+    max_extra: int = 10,
+    max_cap: int = 200,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
     """Batched translation of id sequences (sorted by length inside, returned in input order)."""
     order = np.argsort([len(s) for s in src], kind="stable")
     out: list[list[Hypothesis] | None] = [None] * len(src)
@@ -51,8 +68,17 @@ def translate_ids(stepper, src: list[list[int]], *, beam_size: int = 5, alpha: f
         if beam_size == 1:
             hyps = [[h] for h in greedy_search(stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)]
         else:
-            hyps = beam_search(stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml,
-                               beam_size=beam_size, alpha=alpha, n_best=n_best)
+            hyps = beam_search(
+                stepper.step,
+                state,
+                memory,
+                bos=BOS_ID,
+                eos=EOS_ID,
+                max_len=ml,
+                beam_size=beam_size,
+                alpha=alpha,
+                n_best=n_best,
+            )
         for i, h in zip(idx, hyps, strict=True):
             out[i] = h
     return out  # type: ignore[return-value]
