@@ -13,7 +13,7 @@ Shapes: N rows = active sentences x beam; V vocabulary; S source positions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,15 @@ def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray
 def max_lengths(src_lengths: np.ndarray, ratio: float, extra: int, cap: int) -> np.ndarray:
     """Output budget per sentence: ratio * source length + extra, at most cap, at least 1."""
     return np.clip(np.ceil(ratio * src_lengths).astype(np.int64) + extra, 1, cap)
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids [N, longest] and lengths [N] (an empty sequence counts as length 1)."""
+    lens = np.array([max(1, len(s)) for s in seqs], dtype=np.int64)
+    ids = np.full((len(seqs), int(lens.max())), pad_id, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+    return ids, lens
 
 
 def _take(d: State, rows: np.ndarray) -> State:
@@ -190,3 +199,51 @@ def beam_search(
             new_tok = new_tok[keep]
         tokens = new_tok.reshape(-1).astype(np.int64)
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+
+
+def translate_batched(
+    stepper,
+    src: Sequence[Sequence[int]],
+    *,
+    bos: int,
+    eos: int,
+    pad: int = 0,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    max_length: int | None = None,
+    batch_size: int = 64,
+    max_ratio: float = 1.5,
+    max_extra: int = 10,
+    max_cap: int = 256,
+) -> list[list[Hypothesis]]:
+    """Translate id sequences with any stepper (`encode(ids, lens)` and `step`: ONNX in the service,
+    PyTorch in training): sorted by length and searched `batch_size` sentences at a time, returned
+    in input order, n_best hypotheses each (best first). beam_size 1 is greedy search.
+    """
+    order = np.argsort([len(s) for s in src], kind="stable")
+    out: list[list[Hypothesis]] = [[] for _ in src]
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids, lens = pad_batch([src[i] for i in idx], pad)
+        state, memory = stepper.encode(ids, lens)
+        ml = max_lengths(lens, max_ratio, max_extra, max_cap)
+        if max_length is not None:
+            ml = np.minimum(ml, max_length)
+        if beam_size == 1:
+            hyps = [[h] for h in greedy_search(stepper.step, state, memory, bos=bos, eos=eos, max_len=ml)]
+        else:
+            hyps = beam_search(
+                stepper.step,
+                state,
+                memory,
+                bos=bos,
+                eos=eos,
+                max_len=ml,
+                beam_size=beam_size,
+                alpha=alpha,
+                n_best=n_best,
+            )
+        for i, h in zip(idx, hyps, strict=True):
+            out[i] = h
+    return out

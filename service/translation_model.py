@@ -11,20 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
-from service.decoding import Hypothesis, State, beam_search, greedy_search, max_lengths
+from service.decoding import Hypothesis, State, translate_batched
 from service.providers import Device, create_session
 from service.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
 MAX_SRC_TOKENS = 256  # longer inputs are cut (the request limit on characters keeps this rare)
-
-
-def pad_batch(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lens = np.array([max(1, len(s)) for s in seqs], dtype=np.int64)
-    ids = np.full((len(seqs), int(lens.max())), PAD_ID, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-    return ids, lens
 
 
 @dataclass
@@ -91,35 +83,21 @@ class TranslationModel:
         max_length: int | None = None,
         batch_size: int = 64,
     ) -> list[list[Hypothesis]]:
-        """Hypotheses (n_best, best first) per source, in input order; sorted by length inside."""
-        order = np.argsort([len(s) for s in src], kind="stable")
-        out: list[list[Hypothesis]] = [[] for _ in src]
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            ids, lens = pad_batch([src[i] for i in idx])
-            state, memory = self.stepper.encode(ids, lens)
-            ml = max_lengths(lens, self.max_ratio, self.max_extra, 256)
-            if max_length is not None:
-                ml = np.minimum(ml, max_length)
-            if beam_size == 1:
-                hyps = [
-                    [h] for h in greedy_search(self.stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)
-                ]
-            else:
-                hyps = beam_search(
-                    self.stepper.step,
-                    state,
-                    memory,
-                    bos=BOS_ID,
-                    eos=EOS_ID,
-                    max_len=ml,
-                    beam_size=beam_size,
-                    alpha=self.alpha,
-                    n_best=n_best,
-                )
-            for i, h in zip(idx, hyps, strict=True):
-                out[i] = h
-        return out
+        """Hypotheses (n_best, best first) per source, in input order (service.decoding.translate_batched)."""
+        return translate_batched(
+            self.stepper,
+            src,
+            bos=BOS_ID,
+            eos=EOS_ID,
+            pad=PAD_ID,
+            beam_size=beam_size,
+            alpha=self.alpha,
+            n_best=n_best,
+            max_length=max_length,
+            batch_size=batch_size,
+            max_ratio=self.max_ratio,
+            max_extra=self.max_extra,
+        )
 
     def translate(self, texts: Sequence[str], **kw) -> list[list[Hypothesis]]:
         return self.translate_ids(self.encode_texts(texts), **kw)

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from service.artifacts import write_metadata
+from service.decoding import pad_batch
 from service.subword import BOS_ID, Subword
-from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel, pad_batch
+from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, base_metadata, io_spec, onnx_export
 from training.translation.data import MULTI30K_URL, load_pair
 from training.translation.evaluate import evaluate_artifact

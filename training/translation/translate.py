@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.decoding import Hypothesis, State, beam_search, greedy_search, max_lengths
-from service.subword import BOS_ID, EOS_ID
-from service.translation_model import pad_batch
+from service.decoding import Hypothesis, State, translate_batched
+from service.subword import BOS_ID, EOS_ID, PAD_ID
 from training.rnn import length_mask
 from training.translation.model import Seq2Seq
 
@@ -54,31 +53,21 @@ def translate_ids(
     batch_size: int = 64,
     max_ratio: float = 1.5,
     max_extra: int = 10,
-    max_cap: int = 200,
+    max_cap: int = 256,
     n_best: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Batched translation of id sequences (sorted by length inside, returned in input order)."""
-    order = np.argsort([len(s) for s in src], kind="stable")
-    out: list[list[Hypothesis] | None] = [None] * len(src)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        ids, lens = pad_batch([src[i] for i in idx])
-        state, memory = stepper.encode(ids, lens)
-        ml = max_lengths(lens, max_ratio, max_extra, max_cap)
-        if beam_size == 1:
-            hyps = [[h] for h in greedy_search(stepper.step, state, memory, bos=BOS_ID, eos=EOS_ID, max_len=ml)]
-        else:
-            hyps = beam_search(
-                stepper.step,
-                state,
-                memory,
-                bos=BOS_ID,
-                eos=EOS_ID,
-                max_len=ml,
-                beam_size=beam_size,
-                alpha=alpha,
-                n_best=n_best,
-            )
-        for i, h in zip(idx, hyps, strict=True):
-            out[i] = h
-    return out  # type: ignore[return-value]
+    """Batched translation of id sequences, in input order: service.decoding.translate_batched."""
+    return translate_batched(
+        stepper,
+        src,
+        bos=BOS_ID,
+        eos=EOS_ID,
+        pad=PAD_ID,
+        beam_size=beam_size,
+        alpha=alpha,
+        n_best=n_best,
+        batch_size=batch_size,
+        max_ratio=max_ratio,
+        max_extra=max_extra,
+        max_cap=max_cap,
+    )
