@@ -20,6 +20,7 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "port": "port (default 8000)",
     "models_dir": "folder with model artifacts (default: the shipped models/)",
     "device": "auto (CUDA if it works, else CPU), cpu, or cuda (fail if CUDA cannot be used)",
+    "precision": "sentiment weights: auto (int8 on CPU when shipped, else fp32), fp32, or int8",
     "workers": "inference worker processes per model family",
     "threads": "ONNX Runtime threads per session (0 = cores / sessions)",
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",

@@ -88,6 +88,7 @@ class _Base(ls.LitAPI):
         max_batch_size: int,
         batch_timeout: float,
         token_budget: int = 2048,
+        precision: str = "auto",
         log_level: str = "info",
     ):
         with warnings.catch_warnings():  # "batch and unbatch implemented but max_batch_size not set": on purpose
@@ -105,6 +106,7 @@ class _Base(ls.LitAPI):
         # longest review wastes the rest: 2048 tokens measured ~1.65x the throughput of one review
         # per call on IMDB (the default 16384 made batches of 32 slower than single reviews).
         self.token_budget = token_budget
+        self.precision = precision  # sentiment only: the translator ships fp32
         self.log_level = log_level
 
     def setup(self, device: str) -> None:
@@ -167,7 +169,9 @@ class SentimentAPI(_Base):
     def _setup(self) -> None:
         from service.sentiment_model import SentimentModel
 
-        self.model = SentimentModel(self.models_dir / "sentiment", device=self.device, threads=self.threads)
+        self.model = SentimentModel(
+            self.models_dir / "sentiment", device=self.device, threads=self.threads, precision=self.precision
+        )
         self.model.check_golden()
         self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
         self.ref = ModelRef(name=self.model.name, version=self.model.version)
@@ -180,6 +184,7 @@ class SentimentAPI(_Base):
                     "task": "sentiment",
                     "metrics": self.model.meta.get("metrics", {}),
                     "file": self.model.model_file,
+                    "precision": self.model.precision,
                 }
             ]
         )

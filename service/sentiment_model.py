@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
-from service.providers import Device, create_session
+from service.providers import CUDA, Device, create_session
 from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 
-MODEL_FILE, VOCAB_FILE = "model.onnx", "vocab.json"
+MODEL_FILE, INT8_FILE, VOCAB_FILE = "model.onnx", "model.int8.onnx", "vocab.json"
+Precision = Literal["auto", "fp32", "int8"]
+INT8_GOLDEN_ATOL = 1e-2  # int8 kernels differ a little across CPU instruction sets (AVX2, AVX-512, VNNI)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -34,10 +37,28 @@ class Encoded:
 
 
 class SentimentModel:
-    def __init__(self, folder: Path, *, device: Device = "cpu", threads: int = 1, model_file: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        device: Device = "cpu",
+        threads: int = 1,
+        model_file: str | None = None,
+        precision: Precision = "fp32",
+    ):
+        """`precision`: fp32; int8 (the dynamically quantized variant, refused when the artifact
+        ships none); auto = int8 when it ships and the session runs on CPU, else fp32 (on CUDA the
+        quantized LSTM would run on the CPU). An explicit `model_file` wins over `precision`."""
         self.folder = Path(folder)
         self.meta = load_metadata(self.folder, required=(VOCAB_FILE,), task="sentiment")
-        self.model_file = model_file or self.meta.get("serving_model", MODEL_FILE)
+        fp32 = self.meta.get("serving_model", MODEL_FILE)
+        int8 = INT8_FILE if INT8_FILE in self.meta["files"] else None
+        if model_file is None and precision == "int8" and int8 is None:
+            raise ArtifactError(
+                f"{self.folder}: precision int8 asked for, but this artifact ships no int8 variant (it is shipped "
+                "only when its test accuracy is within 0.3 points of fp32); use precision auto or fp32"
+            )
+        self.model_file = model_file or (int8 if precision == "int8" else fp32)
         if self.model_file not in self.meta["files"]:
             raise ArtifactError(f"{self.folder}: model file {self.model_file} is not listed in metadata")
         cfg = self.meta["config"]
@@ -47,6 +68,10 @@ class SentimentModel:
         if self.vocab.sha256() != self.meta["tokenizer"]["vocab_sha256"]:
             raise ArtifactError(f"{self.folder / VOCAB_FILE}: vocabulary hash differs from metadata")
         self.session, self.provider = create_session(self.folder / self.model_file, device, threads)
+        if model_file is None and precision == "auto" and int8 and self.provider != CUDA:
+            self.model_file = int8
+            self.session, self.provider = create_session(self.folder / int8, "cpu", threads)
+        self.precision = "int8" if self.model_file == INT8_FILE else "fp32"
         self.name = self.meta["name"]
         self.version = self.meta["version"]
 
@@ -81,11 +106,19 @@ class SentimentModel:
         return softmax(self.logits(self.encode(texts)))
 
     def check_golden(self, atol: float = 1e-4) -> None:
-        """Recompute the golden examples stored at export; refuse a model that disagrees."""
+        """Recompute the golden examples stored at export; refuse a model that disagrees.
+
+        The int8 variant is checked against its own stored logits, at INT8_GOLDEN_ATOL (or, in an
+        artifact exported before those were stored, against fp32's at 0.25 with the same labels)."""
         g = self.meta["golden"]
+        ref = g["logits"]
+        if self.precision == "int8":
+            ref, atol = (g["logits_int8"], INT8_GOLDEN_ATOL) if "logits_int8" in g else (ref, 0.25)
+        ref = np.asarray(ref, dtype=np.float32)
         got = self.logits(self.encode(g["texts"]))
-        diff = float(np.abs(got - np.asarray(g["logits"], dtype=np.float32)).max())
-        if diff > atol:
+        diff = float(np.abs(got - ref).max())
+        if diff > atol or not np.array_equal(got.argmax(-1), ref.argmax(-1)):
             raise ArtifactError(
-                f"{self.folder}: golden-input check failed (max abs logit difference {diff:.2e} > {atol})"
+                f"{self.folder / self.model_file}: golden-input check failed (max abs logit difference {diff:.2e} > "
+                f"{atol}, or a label differs)"
             )

@@ -435,6 +435,7 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
         "max_batch_size": settings.max_batch_size,
         "batch_timeout": settings.batch_timeout,
         "token_budget": settings.token_budget,
+        "precision": settings.precision,
         "log_level": settings.log_level,
     }
     apis: list[ls.LitAPI] = []
