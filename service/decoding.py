@@ -128,9 +128,15 @@ def beam_search(
         logp, state, att = step(tokens, state, memory)
         t += 1
         nb, v = len(active), logp.shape[1]
-        cand = (scores[:, :, None] + logp.reshape(nb, k, v)).reshape(nb, k * v)
-        top = np.argpartition(-cand, min(2 * k, k * v) - 1, axis=1)[:, : 2 * k]
-        top_scores = np.take_along_axis(cand, top, axis=1)
+        # The best 2k of scores[j] + logp[j, :] over all (j, token) are among each beam's own best
+        # 2k tokens (scores[j] is one number per beam): select those first, on float32 [nb*k, V],
+        # then rank k * 2k candidates per sentence instead of k * V.
+        m = min(2 * k, v)
+        part = np.argpartition(logp, v - m, axis=1)[:, v - m :] if m < v else np.broadcast_to(np.arange(v), logp.shape)
+        cand = (scores[:, :, None] + np.take_along_axis(logp, part, 1).reshape(nb, k, m)).reshape(nb, k * m)
+        cand_tok = (part.reshape(nb, k, m) + (np.arange(k) * v)[None, :, None]).reshape(nb, k * m)
+        sel = np.argpartition(-cand, min(2 * k, k * m) - 1, axis=1)[:, : 2 * k]
+        top, top_scores = np.take_along_axis(cand_tok, sel, 1), np.take_along_axis(cand, sel, 1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
         beam_of, tok_of = top // v, top % v

@@ -312,3 +312,53 @@ def test_batched_search_equals_searching_each_sentence_alone(seed):
         g = run_greedy(rows, [sent], [ml[i]])[0]
         assert greedy[i].tokens == g.tokens and greedy[i].log_prob == pytest.approx(g.log_prob)
         np.testing.assert_array_equal(greedy[i].attention, g.attention)
+
+
+def _reference_beam(logp_of, k: int, alpha: float, max_len: int, bos: int, eos: int):
+    """The search written plainly for one sentence: rank all k * V candidates every step."""
+    beams, finished = [((), 0.0)], []
+    for t in range(1, max_len + 1):
+        cand = []
+        for j, (seq, sc) in enumerate(beams):
+            lp = logp_of((bos, *seq))
+            cand += [(sc + float(lp[tok]), j * len(lp) + tok, seq, tok) for tok in range(len(lp))]
+        cand.sort(key=lambda c: (-c[0], c[1]))
+        top = cand[: 2 * k]
+        finished += [(seq, s / length_penalty(t, alpha)) for s, _, seq, tok in top[:k] if tok == eos]
+        beams = [((*seq, tok), s) for s, _, seq, tok in top if tok != eos][:k]
+        if len(finished) >= k:
+            break
+    else:
+        finished += [(seq, s / length_penalty(max_len, alpha)) for seq, s in beams]
+    return sorted(finished, key=lambda f: -f[1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_search_equals_a_plain_reference_over_a_larger_vocabulary(seed):
+    # V = 40 > 2k: the search's per-beam preselection of 2k tokens must not change the result.
+    v, k, ml = 40, 4, 7
+    rng = np.random.default_rng(seed)
+    table_ = rng.normal(size=(v, v)) * 3  # next-token scores given the previous token
+
+    def logp_of(prefix):
+        x = table_[prefix[-1]] - 0.4 * len(prefix) * (np.arange(v) != EOS)  # EOS grows likelier
+        return (x - np.log(np.exp(x).sum())).astype(np.float32)
+
+    def step(tokens, state, memory):
+        hist = np.concatenate([state["hist"], tokens[:, None]], axis=1)
+        return np.stack([logp_of(tuple(h)) for h in hist]), {"hist": hist}, np.ones((len(tokens), 1), np.float32)
+
+    (got,) = beam_search(
+        step,
+        {"hist": np.zeros((1, 0), np.int64)},
+        {"m": np.zeros((1, 1))},
+        bos=BOS,
+        eos=EOS,
+        max_len=np.array([ml]),
+        beam_size=k,
+        n_best=k,
+        alpha=0.6,
+    )
+    ref = _reference_beam(logp_of, k, 0.6, ml, BOS, EOS)[:k]
+    assert [tuple(h.tokens) for h in got] == [seq for seq, _ in ref]
+    np.testing.assert_allclose([h.score for h in got], [s for _, s in ref], rtol=1e-5)
