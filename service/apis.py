@@ -243,6 +243,8 @@ class TranslateAPI(_Base):
                     "task": "translation",
                     "pair": p,
                     "metrics": m.meta.get("metrics", {}),
+                    "file": "encoder.onnx + decoder.onnx",
+                    "precision": "fp32",
                 }
                 for p, m in self.models.items()
             ]

@@ -161,6 +161,7 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         assert m["metrics"] == meta["metrics"]
         assert m["providers"] == ["CPUExecutionProvider"]  # what the session runs on, read back from it
         assert m["workers"] == 1
+        assert m["precision"] == "fp32"  # the tiny sentiment artifact ships no int8 variant
     assert (
         by_name[json.loads((models_dir / "translate-en-de" / "metadata.json").read_text())["name"]]["pair"] == "en-de"
     )
