@@ -258,3 +258,31 @@ def test_export_writes_nothing_when_parity_fails(translation_run, data_dir, tmp_
 
 def test_folder_is_small(artifact):
     assert 0 < sum(p.stat().st_size for p in artifact.iterdir()) < 40e6
+
+
+# --- evaluation against the no-attention baseline ------------------------------------------------
+
+
+def test_baseline_comparison_by_source_length(artifact, data_dir, tmp_path):
+    from dataclasses import replace
+
+    from training.translation.evaluate import BUCKETS, evaluate_artifact
+
+    # A no-attention run with its own, smaller vocabulary: translating with the artifact's
+    # tokenizer instead of the baseline's own would feed it ids it has no embedding for.
+    base_run = tmp_path / "baseline"
+    cfg = replace(TINY, attention=False, src_vocab=48, tgt_vocab=48)
+    report = train(base_run, data_dir, cfg, TrainConfig(epochs=1, batch_size=32, lr=5e-3))
+    assert not report["config"]["attention"]
+    assert report["config"]["src_vocab"] < len(Subword(artifact / SPM_SRC))
+    out = tmp_path / "eval"
+    out.mkdir()
+    m = evaluate_artifact(TranslationModel(artifact), data_dir, out, baseline_run=base_run, limit=40)
+    tables = m["test_bleu_by_source_length"]
+    assert list(tables) == ["attention (shipped)", "no attention (baseline)"]
+    for rows in tables.values():
+        assert sum(r["n"] for r in rows) == 40 and len(rows) <= len(BUCKETS)
+        assert all(0 <= r["bleu"] <= 100 for r in rows)
+    assert m["baseline_no_attention_test"]["n"] == 40 and 0 <= m["baseline_no_attention_test"]["bleu"] <= 100
+    assert json.loads((out / "bleu_by_length.json").read_text()) == tables
+    assert (out / "bleu_by_length.png").stat().st_size > 5000

@@ -91,16 +91,19 @@ def evaluate_artifact(
             test_src, test_ref, test_hyp = src, ref, hyp
     tables = {"attention (shipped)": by_length(test_src, test_hyp, test_ref)}
     if baseline_run is not None:
+        from service.subword import Subword
+        from service.translation_model import MAX_SRC_TOKENS
         from training.translation.export import load_checkpoint
         from training.translation.translate import TorchStepper, translate_ids
 
         base, _ = load_checkpoint(baseline_run)
         stepper = TorchStepper(base)
+        # The baseline's own SentencePiece models: same recipe, but trained in its own run.
+        b_src, b_tgt = Subword(baseline_run / "spm.src.model"), Subword(baseline_run / "spm.tgt.model")
 
         def tr(texts):
-            return [
-                tm.detok(h[0]) for h in translate_ids(stepper, tm.encode_texts(texts), beam_size=beam, alpha=tm.alpha)
-            ]
+            ids = [s[:MAX_SRC_TOKENS] for s in b_src.encode_batch(list(texts))]
+            return [b_tgt.decode(h[0].tokens) for h in translate_ids(stepper, ids, beam_size=beam, alpha=tm.alpha)]
 
         base_hyp = translate_all(tr, test_src, f"baseline test {tm.pair}")
         metrics["baseline_no_attention_test"] = scores(base_hyp, test_ref)
