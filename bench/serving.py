@@ -281,12 +281,17 @@ class Raw:
     """The same inputs through the same model classes in this process: no HTTP, no queues, the
     batches the server can form at best (min(concurrency, max batch size))."""
 
-    def __init__(self, models_dir: Path, threads: int, device: str, pair: str | None, has_sentiment: bool):
+    def __init__(
+        self, models_dir: Path, threads: int, device: str, pair: str | None, has_sentiment: bool, sentiment_file: str
+    ):
         self.sm = self.tm = None
         if has_sentiment:
             from service.sentiment_model import SentimentModel
 
-            self.sm = SentimentModel(models_dir / "sentiment", device=device, threads=threads)
+            # the very file the server serves (--precision auto picks the int8 variant on CPU)
+            self.sm = SentimentModel(
+                models_dir / "sentiment", device=device, threads=threads, model_file=sentiment_file
+            )
         if pair:
             from service.translation_model import TranslationModel
 
@@ -490,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
                 res[name] = {
                     "server_args": servers[name],
                     "info": {k: info[k] for k in ("runtime", "batching")},
-                    "models": [{k: m.get(k) for k in ("name", "version", "providers", "pair")} for m in info["models"]],
+                    "models": [
+                        {k: m.get(k) for k in ("name", "version", "providers", "pair", "task", "file", "precision")}
+                        for m in info["models"]
+                    ],
                 }
             info = res["batched"]["info"]
             threads = int(info["runtime"]["threads_per_session"])
@@ -499,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             max_batch = int(info["batching"]["max_batch_size"])
             b_sent, b_trans = min(a.sentiment_concurrency, max_batch), min(a.translate_concurrency, max_batch)
             budget = int(info["batching"].get("sentiment_token_budget", 16384))
-            raw = Raw(models_dir, threads, device, pair, has_sent)
+            sent_file = next((m["file"] for m in res["batched"]["models"] if m.get("task") == "sentiment"), None)
+            raw = Raw(models_dir, threads, device, pair, has_sent, sent_file)
 
             def raw_run(endpoint: str, texts: list[str], batched: bool) -> dict[str, Any]:
                 if endpoint == "sentiment":
@@ -543,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for srv in procs.values():
                 srv.stop()
-    res["raw"] = {"threads": threads, "device": device, "sentiment_token_budget": budget}
+    res["raw"] = {"threads": threads, "device": device, "sentiment_token_budget": budget, "sentiment_file": sent_file}
     res["raw_single"] = {"threads": threads, "device": device}
     for name in runs:
         for endpoint, rs in runs[name].items():
