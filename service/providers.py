@@ -48,6 +48,9 @@ def session_options(intra_threads: int) -> ort.SessionOptions:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # errors only; the fallback is reported by us, once
+    # Idle pool threads sleep instead of spinning: the cores are shared with the HTTP process and
+    # the other model family's worker, which spinning threads would starve between batches.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

@@ -139,6 +139,7 @@ def test_session_options():
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 # --------------------------------------------------------------------------------------------- threads
