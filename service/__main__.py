@@ -22,7 +22,7 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "device": "auto (CUDA if it works, else CPU), cpu, or cuda (fail if CUDA cannot be used)",
     "precision": "sentiment weights: auto (int8 on CPU when shipped, else fp32), fp32, or int8",
     "workers": "inference worker processes per model family",
-    "threads": "ONNX Runtime threads per session (0 = cores / sessions)",
+    "threads": "ONNX Runtime threads per session (0 = cores / workers)",
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",
     "batch_timeout": "seconds a batch waits to fill",
     "token_budget": "padded tokens per sentiment sub-batch (batches are sorted by length and cut to this budget)",

@@ -100,8 +100,7 @@ class _Base(ls.LitAPI):
                 loop=DynamicBatchLoop() if max_batch_size > 1 else "auto",
             )
         self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
-        # Every worker of both families runs one session at a time: share the cores among them.
-        self.threads = threads or threads_per_session(workers, sessions_per_worker=2)
+        self.threads = threads or threads_per_session(workers)  # the server passes its choice (server.build)
         # On CPU a BiLSTM gains little from rows beyond a few per step, and a batch padded to its
         # longest review wastes the rest: 2048 tokens measured ~1.65x the throughput of one review
         # per call on IMDB (the default 16384 made batches of 32 slower than single reviews).

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         description="sentiment weights: auto = the shipped int8 variant when running on CPU (same accuracy, "
         "~3x faster per review), fp32 on CUDA; fp32; or int8",
     )
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = cores / sessions")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = cores / workers")
     max_batch_size: int = Field(32, ge=1, le=512, description="requests per dynamic batch; 1 turns batching off")
     batch_timeout: float = Field(0.005, ge=0, le=1, description="seconds a batch waits to fill")
     token_budget: int = Field(

@@ -173,7 +173,9 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         "sentiment_token_budget": 2048,
     }
     assert info["runtime"]["device_requested"] == "cpu"
-    assert info["runtime"]["threads_per_session"] >= 1
+    from service.providers import threads_per_session
+
+    assert info["runtime"]["threads_per_session"] == threads_per_session(1)  # all the cores, one worker
     assert info["limits"]["max_texts"] == 64 and info["auth"] == {"api_key_required": False}
 
 
