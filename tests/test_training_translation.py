@@ -150,7 +150,11 @@ def test_metadata_records_parity_and_every_file(artifact, meta):
     assert step["step_max_abs_diff"] <= step["atol"] == 1e-4 and step["steps_compared"] > 0
     assert search["sentences"] == 40 and search["identical_fraction"] >= 0.99 and search["beam_size"] == 5
     on_disk = {p.name for p in artifact.iterdir() if p.is_file()} - {"metadata.json"}
-    assert set(meta["files"]) == on_disk >= {ENCODER, DECODER, SPM_SRC, SPM_TGT, "bleu_by_length.png"}
+    assert (
+        set(meta["files"])
+        == on_disk
+        >= {ENCODER, DECODER, SPM_SRC, SPM_TGT, "bleu_by_length.png", "training_curve.png"}
+    )
     for name, digest in meta["files"].items():
         assert sha256_file(artifact / name) == digest, name
     assert meta["task"] == "translation" and meta["decoding"]["beam_size"] == 5

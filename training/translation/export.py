@@ -261,6 +261,8 @@ def export_translation(
     write_metadata(out, meta)
     TranslationModel(out).check_golden()
     (out / "README.md").write_text(_card(meta), encoding="utf-8")
+    if (run / "curve.png").exists():  # the training curve, shipped beside the model
+        shutil.copy(run / "curve.png", out / "training_curve.png")
     return write_metadata(out, meta)
 
 
