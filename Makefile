@@ -58,7 +58,7 @@ train-translation: $(FULL)  ## train PAIR=en-de|en-fr (hours; resumes) and expor
 	  $(if $(wildcard runs/baseline-$(PAIR)/best.pt),--baseline-run runs/baseline-$(PAIR),) $(DATA_FLAG)
 
 train-baseline: $(FULL)  ## the same-size model without attention (report only, not shipped)
-	$(BIN)/python -m training.translation.train --pair $(PAIR) --no-attention --out runs/baseline-$(PAIR) $(DATA_FLAG)
+	$(BIN)/python -m training.translation.train --pair $(PAIR) --no-attention --out runs/baseline-$(PAIR) --epochs $(EPOCHS) $(DATA_FLAG)
 
 # Containers and load testing (README: Deploy, Load testing). Docker builds use the host network.
 IMAGE ?= rnn-serve:latest
