@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.proctree import tree_cpu_seconds  # noqa: E402 (after the path set-up above)
+
 TARGET_BATCHING, TARGET_RAW = 3.0, 0.70
 
 
@@ -132,25 +134,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float | None:
         """CPU time used so far by the server's processes (HTTP, inference workers; Linux /proc)."""
-        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-        def tree(pid: int) -> list[int]:
-            try:
-                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:
-                return [pid]
-            return [pid, *(p for k in kids for p in tree(int(k)))]
-
-        if not Path("/proc/self/stat").exists():
-            return None
-        total = 0.0
-        for pid in tree(self.proc.pid):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                continue
-        return total
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

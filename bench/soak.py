@@ -41,36 +41,13 @@ from serving import (
     multi30k_sentences,
 )
 
+from bench.proctree import tree_rss_mb  # serving put the project root on sys.path
+
 MAX_RSS_GROWTH, MAX_P99_RATIO, P99_SLACK_MS = 0.05, 1.5, 10.0
 
 
 # ---------------------------------------------------------------------------------------------
 # The server's memory
-
-
-def process_tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def tree_rss_mb(pid: int) -> float:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Helpers for the reliability tests (tests/test_reliability_*.py): the server's process tree and
-its memory from /proc, and what became of each request of a load (answered, refused, cut off)."""
+"""Helpers for the reliability tests (tests/test_reliability_*.py): what became of each request of a
+load (answered, refused, cut off). The server's memory comes from bench/proctree.py."""
 
 from __future__ import annotations
 
@@ -10,37 +10,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (Linux /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of pid and its descendants, summed (VmRSS), in MiB."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def outcome(r: httpx.Response | BaseException) -> str:

@@ -19,8 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.proctree import tree_rss_mb
 from service.sentiment_model import SentimentModel
-from tests.reliability_http import Load, burst, tree_rss_mb
+from tests.reliability_http import Load, burst
 from tests.service_http import metrics, sample, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory from Linux /proc")
