@@ -72,6 +72,11 @@ def _warn_cpu(reason: str) -> None:
         log.warning("--device auto: %s; running on CPU", reason)
 
 
+def may_run_on_cuda(device: Device) -> bool:
+    """Whether create_session(device=...) will try CUDA at all (it may still fall back to CPU)."""
+    return requested_providers(device)[0] == CUDA and not (device == "auto" and _cuda_failed)
+
+
 def create_session(path: Path, device: Device, intra_threads: int) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on the chosen device, and the provider it actually runs on."""
     global _cuda_failed

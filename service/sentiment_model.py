@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
-from service.providers import CUDA, Device, create_session
+from service.providers import CUDA, Device, create_session, may_run_on_cuda
 from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 
 MODEL_FILE, INT8_FILE, VOCAB_FILE = "model.onnx", "model.int8.onnx", "vocab.json"
@@ -58,6 +58,11 @@ class SentimentModel:
                 f"{self.folder}: precision int8 asked for, but this artifact ships no int8 variant (it is shipped "
                 "only when its test accuracy is within 0.3 points of fp32); use precision auto or fp32"
             )
+        # auto: int8 on CPU. Whether CUDA works is known only once a session exists, so when it may,
+        # the fp32 session comes first and the int8 one replaces it only if that fell back to CPU.
+        auto_int8 = model_file is None and precision == "auto" and int8 is not None
+        if auto_int8:
+            model_file = fp32 if may_run_on_cuda(device) else int8
         self.model_file = model_file or (int8 if precision == "int8" else fp32)
         if self.model_file not in self.meta["files"]:
             raise ArtifactError(f"{self.folder}: model file {self.model_file} is not listed in metadata")
@@ -68,7 +73,7 @@ class SentimentModel:
         if self.vocab.sha256() != self.meta["tokenizer"]["vocab_sha256"]:
             raise ArtifactError(f"{self.folder / VOCAB_FILE}: vocabulary hash differs from metadata")
         self.session, self.provider = create_session(self.folder / self.model_file, device, threads)
-        if model_file is None and precision == "auto" and int8 and self.provider != CUDA:
+        if auto_int8 and self.model_file == fp32 and self.provider != CUDA:
             self.model_file = int8
             self.session, self.provider = create_session(self.folder / int8, "cpu", threads)
         self.precision = "int8" if self.model_file == INT8_FILE else "fp32"

@@ -57,6 +57,19 @@ def test_auto_serves_int8_on_cpu_when_shipped(int8_models):
     m.check_golden()
 
 
+def test_auto_device_lands_on_int8_when_the_session_runs_on_cpu(int8_models):
+    # With onnxruntime-gpu on a machine without a GPU, CUDA is listed: the fp32 session is tried
+    # first, falls back to CPU, and the int8 one replaces it. With a CPU-only build, int8 directly.
+    m = SentimentModel(int8_models / "sentiment", device="auto", precision="auto")
+    if m.provider == "CUDAExecutionProvider":
+        pytest.skip("a usable GPU is present: fp32 is served")
+    assert (m.precision, m.model_file, m.provider) == ("int8", INT8_FILE, "CPUExecutionProvider")
+    assert (
+        SentimentModel(int8_models / "sentiment", device="auto", precision="auto", model_file=MODEL_FILE).precision
+        == "fp32"
+    )
+
+
 def test_fp32_when_asked_and_auto_without_an_int8_variant(int8_models, models_dir):
     assert SentimentModel(int8_models / "sentiment", precision="fp32").model_file == MODEL_FILE
     m = SentimentModel(models_dir / "sentiment", precision="auto")  # exported without --quantize
