@@ -117,6 +117,21 @@ def base_metadata(name: str, task: str, version: str | None) -> dict:
     }
 
 
+def training_metadata(ck: dict, best_key: str, best_name: str) -> dict:
+    """metadata.json's "config", "train_config" and "training" entries, from a best.pt checkpoint."""
+    state = ck["state"]
+    return {
+        "config": ck["config"],
+        "train_config": ck["train_config"],
+        "training": {
+            "epochs_run": state["epoch"],
+            "train_seconds": round(state["train_seconds"], 1),
+            best_name: state[best_key],
+            "history": state["history"],
+        },
+    }
+
+
 def install(tmp: Path, out: Path) -> None:
     """Replace `out` by the verified folder `tmp`."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from service.artifacts import write_metadata
 from service.sentiment_model import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
 from service.text import Vocab
-from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types
+from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
 from training.sentiment.data import IMDB_URL, Review, load_split, stratified_split
 from training.sentiment.model import SentimentClassifier, SentimentConfig
 from training.sentiment.train import TrainConfig, encode_reviews, make_batch
@@ -137,14 +137,7 @@ def export_sentiment(
     cfg = model.cfg
     meta = {
         **base_metadata("imdb-sentiment-bilstm", "sentiment", version),
-        "config": cfg.to_dict(),
-        "train_config": ck["train_config"],
-        "training": {
-            "epochs_run": ck["state"]["epoch"],
-            "train_seconds": round(ck["state"]["train_seconds"], 1),
-            "best_val_acc_pytorch": ck["state"]["best_acc"],
-            "history": ck["state"]["history"],
-        },
+        **training_metadata(ck, "best_acc", "best_val_acc_pytorch"),
         "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
         "data": {
             "dataset": "IMDB Large Movie Review Dataset v1.0",

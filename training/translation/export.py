@@ -14,7 +14,7 @@ from service.artifacts import write_metadata
 from service.decoding import pad_batch
 from service.subword import BOS_ID, Subword
 from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
-from training.export import ParityError, base_metadata, io_spec, onnx_export
+from training.export import ParityError, base_metadata, io_spec, onnx_export, training_metadata
 from training.translation.data import MULTI30K_URL, load_pair
 from training.translation.evaluate import evaluate_artifact
 from training.translation.model import Seq2Seq, TranslationConfig
@@ -220,14 +220,7 @@ def export_translation(
     name = f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{'attention' if cfg.attention else 'noattn'}"
     meta = {
         **base_metadata(name, "translation", version),
-        "config": cfg.to_dict(),
-        "train_config": ck["train_config"],
-        "training": {
-            "epochs_run": ck["state"]["epoch"],
-            "train_seconds": round(ck["state"]["train_seconds"], 1),
-            "best_val_bleu_greedy_pytorch": ck["state"]["best_bleu"],
-            "history": ck["state"]["history"],
-        },
+        **training_metadata(ck, "best_bleu", "best_val_bleu_greedy_pytorch"),
         "tokenizer": {
             "module": "service.subword",
             "kind": "sentencepiece unigram",
