@@ -44,30 +44,7 @@ class TorchStepper:
         return self.model.decoder.log_probs(r).numpy(), {"h": h.numpy(), "c": c.numpy()}, a.numpy()
 
 
-def translate_ids(
-    stepper,
-    src: list[list[int]],
-    *,
-    beam_size: int = 5,
-    alpha: float = 0.6,
-    batch_size: int = 64,
-    max_ratio: float = 1.5,
-    max_extra: int = 10,
-    max_cap: int = 256,
-    n_best: int = 1,
-) -> list[list[Hypothesis]]:
-    """Batched translation of id sequences, in input order: service.decoding.translate_batched."""
-    return translate_batched(
-        stepper,
-        src,
-        bos=BOS_ID,
-        eos=EOS_ID,
-        pad=PAD_ID,
-        beam_size=beam_size,
-        alpha=alpha,
-        n_best=n_best,
-        batch_size=batch_size,
-        max_ratio=max_ratio,
-        max_extra=max_extra,
-        max_cap=max_cap,
-    )
+def translate_ids(stepper, src: list[list[int]], **search) -> list[list[Hypothesis]]:
+    """service.decoding.translate_batched with this project's special ids; `search` takes its
+    options (beam_size, alpha, n_best, batch_size, max_ratio, max_extra, max_cap, ...)."""
+    return translate_batched(stepper, src, bos=BOS_ID, eos=EOS_ID, pad=PAD_ID, **search)
