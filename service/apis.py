@@ -24,7 +24,7 @@ from litserve.loops.simple_loops import BatchedLoop
 
 from service import metrics as M
 from service.artifacts import find_artifacts
-from service.providers import Device, threads_per_session
+from service.providers import Device
 from service.schemas import (
     ModelRef,
     SentimentRequest,
@@ -100,7 +100,7 @@ class _Base(ls.LitAPI):
                 loop=DynamicBatchLoop() if max_batch_size > 1 else "auto",
             )
         self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
-        self.threads = threads or threads_per_session(workers)  # the server passes its choice (server.build)
+        self.threads = threads  # chosen once, by server.build (settings.threads or cores / workers)
         # On CPU a BiLSTM gains little from rows beyond a few per step, and a batch padded to its
         # longest review wastes the rest: 2048 tokens measured ~1.65x the throughput of one review
         # per call on IMDB (the default 16384 made batches of 32 slower than single reviews).
