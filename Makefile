@@ -54,7 +54,7 @@ EPOCHS ?= $(or $(EPOCHS_$(PAIR)),25)
 
 train-translation: $(FULL)  ## train PAIR=en-de|en-fr (hours; resumes) and export to models/translate-PAIR
 	$(BIN)/python -m training.translation.train --pair $(PAIR) --out runs/translate-$(PAIR) --epochs $(EPOCHS) $(DATA_FLAG)
-	$(BIN)/python -m training.export translation --run runs/translate-$(PAIR) --out models/translate-$(PAIR) \
+	$(BIN)/python -m training.export translation --run runs/translate-$(PAIR) --out models/translate-$(PAIR) --quantize \
 	  $(if $(wildcard runs/baseline-$(PAIR)/best.pt),--baseline-run runs/baseline-$(PAIR),) $(DATA_FLAG)
 
 train-baseline: $(FULL)  ## the same-size model without attention (report only, not shipped)

@@ -266,7 +266,14 @@ class Raw:
     batches the server can form at best (min(concurrency, max batch size))."""
 
     def __init__(
-        self, models_dir: Path, threads: int, device: str, pair: str | None, has_sentiment: bool, sentiment_file: str
+        self,
+        models_dir: Path,
+        threads: int,
+        device: str,
+        pair: str | None,
+        has_sentiment: bool,
+        sentiment_file: str,
+        translate_precision: str = "fp32",
     ):
         self.sm = self.tm = None
         if has_sentiment:
@@ -279,7 +286,10 @@ class Raw:
         if pair:
             from service.translation_model import TranslationModel
 
-            self.tm = TranslationModel(models_dir / f"translate-{pair}", device=device, threads=threads)
+            # the decoder the server serves (--precision auto picks the int8 step on CPU)
+            self.tm = TranslationModel(
+                models_dir / f"translate-{pair}", device=device, threads=threads, precision=translate_precision
+            )
 
     def sentiment(self, texts: list[str], batch: int, token_budget: int) -> dict[str, Any]:
         from service.sentiment_model import softmax
@@ -492,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             b_sent, b_trans = min(a.sentiment_concurrency, max_batch), min(a.translate_concurrency, max_batch)
             budget = int(info["batching"].get("sentiment_token_budget", 16384))
             sent_file = next((m["file"] for m in res["batched"]["models"] if m.get("task") == "sentiment"), None)
-            raw = Raw(models_dir, threads, device, pair, has_sent, sent_file)
+            trans_precision = next((m["precision"] for m in res["batched"]["models"] if m.get("pair") == pair), "fp32")
+            raw = Raw(models_dir, threads, device, pair, has_sent, sent_file, trans_precision)
 
             def raw_run(endpoint: str, texts: list[str], batched: bool) -> dict[str, Any]:
                 if endpoint == "sentiment":
@@ -536,7 +547,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for srv in procs.values():
                 srv.stop()
-    res["raw"] = {"threads": threads, "device": device, "sentiment_token_budget": budget, "sentiment_file": sent_file}
+    res["raw"] = {
+        "threads": threads,
+        "device": device,
+        "sentiment_token_budget": budget,
+        "sentiment_file": sent_file,
+        "translate_precision": trans_precision,
+    }
     res["raw_single"] = {"threads": threads, "device": device}
     for name in runs:
         for endpoint, rs in runs[name].items():

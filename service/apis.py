@@ -89,6 +89,7 @@ class _Base(ls.LitAPI):
         batch_timeout: float,
         token_budget: int = 2048,
         precision: str = "auto",
+        spin: bool = True,
         log_level: str = "info",
     ):
         with warnings.catch_warnings():  # "batch and unbatch implemented but max_batch_size not set": on purpose
@@ -105,7 +106,8 @@ class _Base(ls.LitAPI):
         # longest review wastes the rest: 2048 tokens measured ~1.65x the throughput of one review
         # per call on IMDB (the default 16384 made batches of 32 slower than single reviews).
         self.token_budget = token_budget
-        self.precision = precision  # sentiment only: the translator ships fp32
+        self.precision = precision  # sentiment's model, the translators' decoder step
+        self.spin = spin  # ONNX Runtime threads spin-wait during a run (service.providers.session_options)
         self.log_level = log_level
 
     def setup(self, device: str) -> None:
@@ -169,7 +171,11 @@ class SentimentAPI(_Base):
         from service.sentiment_model import SentimentModel
 
         self.model = SentimentModel(
-            self.models_dir / "sentiment", device=self.device, threads=self.threads, precision=self.precision
+            self.models_dir / "sentiment",
+            device=self.device,
+            threads=self.threads,
+            precision=self.precision,
+            spin=self.spin,
         )
         self.model.check_golden()
         self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
@@ -229,7 +235,9 @@ class TranslateAPI(_Base):
         self.models = {}
         for name, folder in find_artifacts(self.models_dir).items():
             if name.startswith("translate-"):
-                tm = TranslationModel(folder, device=self.device, threads=self.threads)
+                tm = TranslationModel(
+                    folder, device=self.device, threads=self.threads, precision=self.precision, spin=self.spin
+                )
                 tm.check_golden()
                 tm.translate(["warm-up sentence for the decoder ."], beam_size=2)
                 self.models[tm.pair] = tm
@@ -242,8 +250,8 @@ class TranslateAPI(_Base):
                     "task": "translation",
                     "pair": p,
                     "metrics": m.meta.get("metrics", {}),
-                    "file": "encoder.onnx + decoder.onnx",
-                    "precision": "fp32",
+                    "file": f"encoder.onnx + {m.decoder_file}",
+                    "precision": m.precision,
                 }
                 for p, m in self.models.items()
             ]
@@ -270,7 +278,13 @@ class TranslateAPI(_Base):
             n_texts += len(texts)
             src_ids = tm.encode_texts(texts)
             steps0 = tm.stepper.steps
-            hyps = tm.translate_ids(src_ids, beam_size=beam, n_best=n_best, max_length=max_len)
+            hyps = tm.translate_ids(
+                src_ids,
+                beam_size=beam,
+                n_best=n_best,
+                max_length=max_len,
+                attention=any(reqs[i].return_alignments for i in idx),  # collected only when asked for
+            )
             M.DECODE_STEPS.labels(pair).inc(tm.stepper.steps - steps0)
             M.TOKENS.labels(self.endpoint, "input").inc(sum(map(len, src_ids)))
             M.TOKENS.labels(self.endpoint, "output").inc(sum(len(h[0].tokens) for h in hyps))

@@ -20,6 +20,27 @@ import numpy as np
 
 State = dict[str, np.ndarray]
 StepFn = Callable[[np.ndarray, State, State], tuple[np.ndarray, State, np.ndarray]]
+# A step that returns only each row's best m tokens: (log-probs [N, m] best first, ids [N, m], state,
+# attention). The search needs no more than that; a stepper may compute it inside its model (the
+# ONNX decoder's TopK), which spares copying out and scanning [N, V] log-probabilities every step.
+TopKStepFn = Callable[[np.ndarray, State, State, int], tuple[np.ndarray, np.ndarray, State, np.ndarray]]
+
+
+def numpy_topk(step: StepFn) -> TopKStepFn:
+    """The top-m step of a full log-probability step, selected in numpy (all V when m >= V)."""
+
+    def top(tokens: np.ndarray, state: State, memory: State, m: int):
+        logp, state, att = step(tokens, state, memory)
+        v = logp.shape[1]
+        if m >= v:
+            return logp, np.broadcast_to(np.arange(v), logp.shape), state, att
+        if m == 1:  # greedy: the first of equal maxima, as argmax
+            ids = logp.argmax(axis=1)[:, None]
+            return np.take_along_axis(logp, ids, 1), ids, state, att
+        ids = np.argpartition(logp, v - m, axis=1)[:, v - m :]
+        return np.take_along_axis(logp, ids, 1), ids, state, att
+
+    return top
 
 
 @dataclass
@@ -54,10 +75,24 @@ def _take(d: State, rows: np.ndarray) -> State:
     return {k: v[rows] for k, v in d.items()}
 
 
+NO_ATTENTION = np.zeros((0, 0), np.float32)
+
+
 def greedy_search(
-    step: StepFn, state: State, memory: State, *, bos: int, eos: int, max_len: np.ndarray
+    step: StepFn | None,
+    state: State,
+    memory: State,
+    *,
+    bos: int,
+    eos: int,
+    max_len: np.ndarray,
+    attention: bool = True,
+    topk: TopKStepFn | None = None,
 ) -> list[Hypothesis]:
-    """Pick the most likely token at each step. Inputs have leading dim B (one row a sentence)."""
+    """Pick the most likely token at each step. Inputs have leading dim B (one row a sentence).
+    `topk` replaces `step` when the stepper selects tokens itself; `attention=False` skips
+    collecting attention rows (hypotheses then carry an empty array)."""
+    top = topk or numpy_topk(step)
     b = len(max_len)
     active = np.arange(b)
     tokens = np.full(b, bos, dtype=np.int64)
@@ -67,19 +102,24 @@ def greedy_search(
     results: list[Hypothesis | None] = [None] * b
     t = 0
     while len(active):
-        logp, state, att = step(tokens, state, memory)
-        nxt = logp.argmax(axis=1)
+        vals, ids, state, att = top(tokens, state, memory, 1)
+        nxt = ids[:, 0]
         t += 1
         keep = []
         for row, sent in enumerate(active):
             tok = int(nxt[row])
-            logp_sum[sent] += float(logp[row, tok])
-            attn[sent].append(att[row])
+            logp_sum[sent] += float(vals[row, 0])
+            if attention:
+                attn[sent].append(att[row])
             if tok == eos or t >= max_len[sent]:
                 if tok != eos:
                     out[sent].append(tok)
                 results[sent] = Hypothesis(
-                    out[sent], float(logp_sum[sent]), float(logp_sum[sent]), np.stack(attn[sent]), finished=tok == eos
+                    out[sent],
+                    float(logp_sum[sent]),
+                    float(logp_sum[sent]),
+                    np.stack(attn[sent]) if attention else NO_ATTENTION,
+                    finished=tok == eos,
                 )
             else:
                 out[sent].append(tok)
@@ -93,7 +133,7 @@ def greedy_search(
 
 
 def beam_search(
-    step: StepFn,
+    step: StepFn | None,
     state: State,
     memory: State,
     *,
@@ -103,13 +143,18 @@ def beam_search(
     beam_size: int = 5,
     alpha: float = 0.6,
     n_best: int = 1,
+    attention: bool = True,
+    topk: TopKStepFn | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search. Inputs have leading dim B; returns n_best hypotheses per sentence,
     best first by length-normalized score.
 
     A sentence is done when it holds `beam_size` finished hypotheses or reaches its maximum
     length (its live beams are then returned unfinished, ranked with the finished ones).
+    `topk` replaces `step` when the stepper selects tokens itself; `attention=False` skips
+    collecting attention rows (hypotheses then carry an empty array).
     """
+    top_step = topk or numpy_topk(step)
     if beam_size < 1 or not 1 <= n_best <= beam_size:
         raise ValueError("need beam_size >= 1 and 1 <= n_best <= beam_size")
     k = beam_size
@@ -125,30 +170,28 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
     t = 0
     while len(active):
-        logp, state, att = step(tokens, state, memory)
-        t += 1
-        nb, v = len(active), logp.shape[1]
         # The best 2k of scores[j] + logp[j, :] over all (j, token) are among each beam's own best
-        # 2k tokens (scores[j] is one number per beam): select those first, on float32 [nb*k, V],
-        # then rank k * 2k candidates per sentence instead of k * V.
-        m = min(2 * k, v)
-        part = np.argpartition(logp, v - m, axis=1)[:, v - m :] if m < v else np.broadcast_to(np.arange(v), logp.shape)
-        cand = (scores[:, :, None] + np.take_along_axis(logp, part, 1).reshape(nb, k, m)).reshape(nb, k * m)
-        cand_tok = (part.reshape(nb, k, m) + (np.arange(k) * v)[None, :, None]).reshape(nb, k * m)
+        # 2k tokens (scores[j] is one number per beam): the step returns those, and k * 2k
+        # candidates per sentence are ranked instead of k * V.
+        vals, ids, state, att = top_step(tokens, state, memory, 2 * k)
+        t += 1
+        nb, m = len(active), vals.shape[1]
+        cand = (scores[:, :, None] + vals.reshape(nb, k, m)).reshape(nb, k * m)
         sel = np.argpartition(-cand, min(2 * k, k * m) - 1, axis=1)[:, : 2 * k]
-        top, top_scores = np.take_along_axis(cand_tok, sel, 1), np.take_along_axis(cand, sel, 1)
+        top_scores = np.take_along_axis(cand, sel, 1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
-        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
-        beam_of, tok_of = top // v, top % v
-        att = att.reshape(nb, k, -1)
-        step_att = np.take_along_axis(att, beam_of[:, :, None], axis=1)  # [nb, 2k, S]
+        sel, top_scores = np.take_along_axis(sel, order, 1), np.take_along_axis(top_scores, order, 1)
+        beam_of, tok_of = sel // m, np.take_along_axis(ids.reshape(nb, k * m), sel, 1)
+        if attention:
+            att = att.reshape(nb, k, -1)
+            step_att = np.take_along_axis(att, beam_of[:, :, None], axis=1)  # [nb, 2k, S]
+            prev_att = (
+                np.take_along_axis(attns, beam_of[:, :, None, None], axis=1)
+                if attns is not None
+                else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
+            )
         prev_seqs = (
             np.take_along_axis(seqs, beam_of[:, :, None], axis=1) if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
-        )
-        prev_att = (
-            np.take_along_axis(attns, beam_of[:, :, None, None], axis=1)
-            if attns is not None
-            else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
         )
         is_eos = tok_of == eos
         done_rows = []
@@ -156,7 +199,7 @@ def beam_search(
             # EOS candidates that rank among the first k become finished hypotheses.
             for j in np.flatnonzero(is_eos[r, :k]):
                 if np.isfinite(top_scores[r, j]):
-                    a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0)
+                    a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0) if attention else NO_ATTENTION
                     finished[sent].append(
                         Hypothesis(
                             prev_seqs[r, j].tolist(),
@@ -173,13 +216,14 @@ def beam_search(
         new_beam = np.take_along_axis(beam_of, pick, 1)
         new_tok = np.take_along_axis(tok_of, pick, 1)
         seqs = np.concatenate([np.take_along_axis(prev_seqs, pick[:, :, None], 1), new_tok[:, :, None]], axis=2)
-        attns = np.concatenate(
-            [
-                np.take_along_axis(prev_att, pick[:, :, None, None], 1),
-                np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None],
-            ],
-            axis=2,
-        )
+        if attention:
+            attns = np.concatenate(
+                [
+                    np.take_along_axis(prev_att, pick[:, :, None, None], 1),
+                    np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None],
+                ],
+                axis=2,
+            )
         rows = (np.arange(nb)[:, None] * k + new_beam).reshape(-1)
         state = _take(state, rows)
         scores = new_scores
@@ -193,14 +237,15 @@ def beam_search(
                                 seqs[r, j].tolist(),
                                 float(scores[r, j] / length_penalty(t, alpha)),
                                 float(scores[r, j]),
-                                attns[r, j],
+                                attns[r, j] if attention else NO_ATTENTION,
                                 finished=False,
                             )
                         )
         if done_rows:
             keep = np.setdiff1d(np.arange(nb), done_rows)
             krows = (keep[:, None] * k + np.arange(k)).reshape(-1)
-            active, scores, seqs, attns = active[keep], scores[keep], seqs[keep], attns[keep]
+            active, scores, seqs = active[keep], scores[keep], seqs[keep]
+            attns = attns[keep] if attention else None
             state, memory = _take(state, krows), _take(memory, krows)
             new_tok = new_tok[keep]
         tokens = new_tok.reshape(-1).astype(np.int64)
@@ -222,11 +267,14 @@ def translate_batched(
     max_ratio: float = 1.5,
     max_extra: int = 10,
     max_cap: int = 256,
+    attention: bool = True,
 ) -> list[list[Hypothesis]]:
-    """Translate id sequences with any stepper (`encode(ids, lens)` and `step`: ONNX in the service,
-    PyTorch in training): sorted by length and searched `batch_size` sentences at a time, returned
-    in input order, n_best hypotheses each (best first). beam_size 1 is greedy search.
+    """Translate id sequences with any stepper (`encode(ids, lens)` and `step`, optionally
+    `step_topk`: ONNX in the service, PyTorch in training): sorted by length and searched
+    `batch_size` sentences at a time, returned in input order, n_best hypotheses each (best
+    first). beam_size 1 is greedy search. `attention=False`: hypotheses without attention rows.
     """
+    topk = getattr(stepper, "step_topk", None) or numpy_topk(stepper.step)
     order = np.argsort([len(s) for s in src], kind="stable")
     out: list[list[Hypothesis]] = [[] for _ in src]
     for s in range(0, len(order), batch_size):
@@ -237,10 +285,15 @@ def translate_batched(
         if max_length is not None:
             ml = np.minimum(ml, max_length)
         if beam_size == 1:
-            hyps = [[h] for h in greedy_search(stepper.step, state, memory, bos=bos, eos=eos, max_len=ml)]
+            hyps = [
+                [h]
+                for h in greedy_search(
+                    None, state, memory, bos=bos, eos=eos, max_len=ml, attention=attention, topk=topk
+                )
+            ]
         else:
             hyps = beam_search(
-                stepper.step,
+                None,
                 state,
                 memory,
                 bos=bos,
@@ -249,6 +302,8 @@ def translate_batched(
                 beam_size=beam_size,
                 alpha=alpha,
                 n_best=n_best,
+                attention=attention,
+                topk=topk,
             )
         for i, h in zip(idx, hyps, strict=True):
             out[i] = h

@@ -45,6 +45,7 @@ class SentimentModel:
         threads: int = 1,
         model_file: str | None = None,
         precision: Precision = "fp32",
+        spin: bool = True,
     ):
         """`precision`: fp32; int8 (the dynamically quantized variant, refused when the artifact
         ships none); auto = int8 when it ships and the session runs on CPU, else fp32 (on CUDA the
@@ -72,10 +73,10 @@ class SentimentModel:
         self.vocab = Vocab.load(self.folder / VOCAB_FILE)
         if self.vocab.sha256() != self.meta["tokenizer"]["vocab_sha256"]:
             raise ArtifactError(f"{self.folder / VOCAB_FILE}: vocabulary hash differs from metadata")
-        self.session, self.provider = create_session(self.folder / self.model_file, device, threads)
+        self.session, self.provider = create_session(self.folder / self.model_file, device, threads, spin)
         if auto_int8 and self.model_file == fp32 and self.provider != CUDA:
             self.model_file = int8
-            self.session, self.provider = create_session(self.folder / int8, "cpu", threads)
+            self.session, self.provider = create_session(self.folder / int8, "cpu", threads, spin)
         self.precision = "int8" if self.model_file == INT8_FILE else "fp32"
         self.name = self.meta["name"]
         self.version = self.meta["version"]

@@ -7,15 +7,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
-from service.decoding import Hypothesis, State, translate_batched
-from service.providers import Device, create_session
+from service.decoding import Hypothesis, State, numpy_topk, translate_batched
+from service.providers import CUDA, Device, create_session
 from service.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
+DECODER_INT8 = "decoder.int8.onnx"  # optional: int8 weights, made by training.translation.optimize
+EMBEDDING = "embedding.bin"  # optional: the embedding table encoder and decoder share (ONNX external data)
+INT8_SCORE_ATOL = 1e-2  # int8 kernels differ a little across CPU instruction sets (AVX2, AVX-512, VNNI)
+Precision = Literal["auto", "fp32", "int8"]
 MAX_SRC_TOKENS = 256  # longer inputs are cut (the request limit on characters keeps this rare)
 
 
@@ -28,11 +33,16 @@ class Translation:
 
 
 class OnnxStepper:
-    """encode() and step() over the two ONNX sessions; numpy in and out."""
+    """encode(), step() and step_topk() over the two ONNX sessions; numpy in and out."""
 
     def __init__(self, encoder, decoder):
         self.encoder, self.decoder = encoder, decoder
         self.steps = 0  # decoder calls, for metrics
+        # top_k has a default (an initializer), so onnxruntime lists it among the overridable ones
+        self.has_topk = any(i.name == "top_k" for i in (*decoder.get_inputs(), *decoder.get_overridable_initializers()))
+        v = next(o.shape[1] for o in decoder.get_outputs() if o.name == "log_probs")
+        self.vocab = v if isinstance(v, int) else None
+        self._topk_outputs = ["top_log_probs", "top_ids", "h_out", "c_out", "attention"]
 
     def encode(self, ids: np.ndarray, lens: np.ndarray) -> tuple[State, State]:
         states, keys, h, c = self.encoder.run(None, {"src_ids": ids, "src_lengths": lens})
@@ -42,7 +52,7 @@ class OnnxStepper:
     def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
         self.steps += 1
         logp, h, c, attn = self.decoder.run(
-            None,
+            ["log_probs", "h_out", "c_out", "attention"],
             {
                 "prev_tokens": tokens,
                 "h": state["h"],
@@ -54,17 +64,60 @@ class OnnxStepper:
         )
         return logp, {"h": h, "c": c}, attn
 
+    def step_topk(
+        self, tokens: np.ndarray, state: State, memory: State, m: int
+    ) -> tuple[np.ndarray, np.ndarray, State, np.ndarray]:
+        """Each row's best m tokens (log-probs best first, ids), from the decoder's own TopK when
+        it has one (older files: selected in numpy from the full log-probs)."""
+        if not self.has_topk:
+            return numpy_topk(self.step)(tokens, state, memory, m)
+        self.steps += 1
+        m = min(m, self.vocab) if self.vocab else m
+        vals, ids, h, c, attn = self.decoder.run(
+            self._topk_outputs,
+            {
+                "prev_tokens": tokens,
+                "h": state["h"],
+                "c": state["c"],
+                "enc_states": memory["states"],
+                "enc_keys": memory["keys"],
+                "src_mask": memory["mask"],
+                "top_k": np.array([m], dtype=np.int64),
+            },
+        )
+        return vals, ids, {"h": h, "c": c}, attn
+
 
 class TranslationModel:
-    def __init__(self, folder: Path, *, device: Device = "cpu", threads: int = 1):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        device: Device = "cpu",
+        threads: int = 1,
+        precision: Precision = "fp32",
+        spin: bool = True,
+    ):
+        """`precision` is the decoder step's: fp32; int8 (refused when the artifact ships none);
+        auto = int8 when it ships and the encoder's session runs on CPU, else fp32 (on CUDA the
+        int8 kernels would run on the CPU). The encoder is always fp32."""
         self.folder = Path(folder)
         self.meta = load_metadata(self.folder, required=(ENCODER, DECODER, SPM_SRC, SPM_TGT), task="translation")
         cfg = self.meta["config"]
         self.src_lang, self.tgt_lang = cfg["src_lang"], cfg["tgt_lang"]
         self.pair = f"{self.src_lang}-{self.tgt_lang}"
         self.src_tok, self.tgt_tok = Subword(self.folder / SPM_SRC), Subword(self.folder / SPM_TGT)
-        enc, self.provider = create_session(self.folder / ENCODER, device, threads)
-        dec, _ = create_session(self.folder / DECODER, device, threads)
+        has_int8 = DECODER_INT8 in self.meta["files"]
+        if precision == "int8" and not has_int8:
+            raise ArtifactError(
+                f"{self.folder}: precision int8 asked for, but this artifact ships no {DECODER_INT8} (it is shipped "
+                "only when validation BLEU stays within its gate); use precision auto or fp32"
+            )
+        enc, self.provider = create_session(self.folder / ENCODER, device, threads, spin)
+        int8 = precision == "int8" or (precision == "auto" and has_int8 and self.provider != CUDA)
+        self.decoder_file = DECODER_INT8 if int8 else DECODER
+        self.precision = "int8" if int8 else "fp32"
+        dec, _ = create_session(self.folder / self.decoder_file, "cpu" if int8 else device, threads, spin)
         self.stepper = OnnxStepper(enc, dec)
         self.name, self.version = self.meta["name"], self.meta["version"]
         d = self.meta.get("decoding", {})
@@ -82,8 +135,10 @@ class TranslationModel:
         n_best: int = 1,
         max_length: int | None = None,
         batch_size: int = 64,
+        attention: bool = True,
     ) -> list[list[Hypothesis]]:
-        """Hypotheses (n_best, best first) per source, in input order (service.decoding.translate_batched)."""
+        """Hypotheses (n_best, best first) per source, in input order (service.decoding.translate_batched).
+        `attention=False` skips collecting the attention rows that `alignment()` needs."""
         return translate_batched(
             self.stepper,
             src,
@@ -97,6 +152,7 @@ class TranslationModel:
             batch_size=batch_size,
             max_ratio=self.max_ratio,
             max_extra=self.max_extra,
+            attention=attention,
         )
 
     def translate(self, texts: Sequence[str], **kw) -> list[list[Hypothesis]]:
@@ -115,11 +171,17 @@ class TranslationModel:
         }
 
     def check_golden(self, atol: float = 1e-4) -> None:
+        """Translate the golden inputs stored at export; refuse a model that disagrees. The int8
+        decoder is checked against its own stored outputs, at INT8_SCORE_ATOL."""
         g = self.meta["golden"]
+        ref, ref_scores = g["translations"], g["scores"]
+        if self.precision == "int8":
+            ref, ref_scores, atol = g["translations_int8"], g["scores_int8"], float(g.get("int8_score_atol", atol))
+        where = self.folder / self.decoder_file
         hyps = self.translate(g["texts"], beam_size=int(g.get("beam_size", 5)))
         got = [self.detok(h[0]) for h in hyps]
-        if got != g["translations"]:
-            raise ArtifactError(f"{self.folder}: golden-input check failed: {got!r} != {g['translations']!r}")
-        diff = max(abs(h[0].score - s) for h, s in zip(hyps, g["scores"], strict=True))
+        if got != ref:
+            raise ArtifactError(f"{where}: golden-input check failed: {got!r} != {ref!r}")
+        diff = max(abs(h[0].score - s) for h, s in zip(hyps, ref_scores, strict=True))
         if diff > atol:
-            raise ArtifactError(f"{self.folder}: golden-input scores differ by {diff:.2e} > {atol}")
+            raise ArtifactError(f"{where}: golden-input scores differ by {diff:.2e} > {atol}")

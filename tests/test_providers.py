@@ -139,7 +139,13 @@ def test_session_options():
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
-    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # spin-wait during a run, stop when it ends (the default); or sleep whenever idle
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert so.get_session_config_entry("session.force_spinning_stop") == "1"
+    off = P.session_options(3, spin=False)
+    assert off.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        off.get_session_config_entry("session.force_spinning_stop")
 
 
 # --------------------------------------------------------------------------------------------- threads

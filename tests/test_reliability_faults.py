@@ -36,7 +36,8 @@ WORDS = ["a", "man", "dog", "woman", "child", "runs", "sits", "plays", "in", "th
 
 
 def heavy_translation(i: int) -> dict:
-    """About a second of work for the tiny translator: 64 sentences of ~200 words, beam 8."""
+    """The most one request may ask of the tiny translator: 64 sentences of ~200 words, beam 8
+    (about half a second here)."""
     texts = [" ".join(WORDS[(i + k + j) % len(WORDS)] for j in range(200))[:1000] for k in range(64)]
     return {"texts": texts, "target_lang": "de", "beam_size": 8, "max_length": 256}
 
@@ -255,11 +256,12 @@ def test_requests_beyond_the_grace_period_get_503_and_the_server_still_exits(sta
 
     async def go() -> None:
         async with load.client() as c:
-            records.extend(await asyncio.gather(*(load.send(c, T, heavy_translation(i), f"h{i}") for i in range(4))))
+            records.extend(await asyncio.gather(*(load.send(c, T, heavy_translation(i), f"h{i}") for i in range(8))))
 
     sender = threading.Thread(target=lambda: asyncio.run(go()))
     sender.start()
-    wait_for(lambda: in_flight(srv.url, "translate") >= 4, timeout=30, what="four long requests in flight")
+    # 8 long requests, answered one at a time (--max-batch-size 1): more work than the 1 s grace
+    wait_for(lambda: in_flight(srv.url, "translate") >= 8, timeout=30, what="eight long requests in flight")
     term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     code = srv.proc.wait(30)
@@ -267,7 +269,7 @@ def test_requests_beyond_the_grace_period_get_503_and_the_server_still_exits(sta
     sender.join(30)
     assert not sender.is_alive()
     outcomes = Counter(r["outcome"] for r in records)
-    print(f"\ngrace 1 s with 4 one-second requests in flight: {dict(outcomes)}; exit {code} after {took:.1f} s")
+    print(f"\ngrace 1 s with 8 long requests in flight: {dict(outcomes)}; exit {code} after {took:.1f} s")
     assert code == 0 and took < 15
     assert set(outcomes) <= {"200", "503"} and outcomes["503"] >= 1, outcomes
     for r in records:

@@ -176,6 +176,7 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
     from service.providers import threads_per_session
 
     assert info["runtime"]["threads_per_session"] == threads_per_session(1)  # all the cores, one worker
+    assert info["runtime"]["spin_wait"] is True
     assert info["limits"]["max_texts"] == 64 and info["auth"] == {"api_key_required": False}
 
 

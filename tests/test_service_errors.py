@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -264,7 +265,8 @@ def small_server(start_server):
 
 
 def heavy_translation() -> dict:
-    """The most work one request may ask for: 64 texts of 1,000 characters, beam 8 (about a second)."""
+    """The most work one request may ask for: 64 texts of 1,000 characters, beam 8 (a fraction of a
+    second for the tiny model)."""
     rng = random.Random(1)
     words = [
         "a",
@@ -307,8 +309,26 @@ def _start_heavy(server, n: int) -> tuple[list[threading.Thread], list[httpx.Res
     return threads, out
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
 def test_request_past_its_timeout_gets_504(small_server):
-    threads, out = _start_heavy(small_server, 2)  # the second waits for the first: longer than 0.3 s
+    # The second request waits for the first. The inference workers are frozen for longer than the
+    # 0.3 s timeout meanwhile, so that the wait exceeds it however fast the model is.
+    workers = inference_workers(small_server.proc.pid)
+    assert workers
+    threads, out = _start_heavy(small_server, 1)
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
+    try:
+        second = threading.Thread(
+            target=lambda: out.append(httpx.post(f"{small_server.url}{T}", json=heavy_translation(), timeout=60))
+        )
+        second.start()
+        threads.append(second)
+        wait_for(lambda: _in_flight(small_server) >= 2, timeout=30, every=0.01, what="2 requests in flight")
+        time.sleep(0.6)
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGCONT)
     for t in threads:
         t.join(60)
     assert sorted(r.status_code for r in out) == [200, 504], [r.text[:200] for r in out]

@@ -17,7 +17,7 @@ import training.translation.export as tr_export
 import training.translation.train as tr_train
 from service.artifacts import sha256_file
 from service.subword import EOS_ID, Subword
-from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from service.translation_model import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, op_types
 from training.export import main as export_main
 from training.translation.data import load_pair
@@ -142,7 +142,9 @@ def test_onnx_interfaces_have_dynamic_batch_and_source_axes(artifact, meta):
         "enc_states",
         "enc_keys",
         "src_mask",
+        "top_k",  # optional (it has a default): how many of each row's best tokens to return
     ]
+    assert dec["top_log_probs"] == dec["top_ids"] == ["rows", "k"]
 
 
 def test_metadata_records_parity_and_every_file(artifact, meta):
@@ -153,7 +155,7 @@ def test_metadata_records_parity_and_every_file(artifact, meta):
     assert (
         set(meta["files"])
         == on_disk
-        >= {ENCODER, DECODER, SPM_SRC, SPM_TGT, "bleu_by_length.png", "training_curve.png"}
+        >= {ENCODER, DECODER, SPM_SRC, SPM_TGT, EMBEDDING, "bleu_by_length.png", "training_curve.png"}
     )
     for name, digest in meta["files"].items():
         assert sha256_file(artifact / name) == digest, name

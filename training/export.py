@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--version", default=None)
     p.add_argument("--baseline-run", type=Path, default=None, help="translation: no-attention run to compare by length")
-    p.add_argument("--quantize", action="store_true", help="sentiment: also try an int8 dynamically quantized model")
+    p.add_argument(
+        "--quantize",
+        action="store_true",
+        help="also try int8 weights (sentiment: the model; translation: the decoder step), shipped within their gate",
+    )
     a = p.parse_args(argv)
     from training.data import default_data_dir
 
@@ -163,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from training.translation.export import export_translation
 
-            meta = export_translation(a.run, tmp, data_dir, version=a.version, baseline_run=a.baseline_run)
+            meta = export_translation(
+                a.run, tmp, data_dir, version=a.version, baseline_run=a.baseline_run, quantize=a.quantize
+            )
         install(tmp, a.out)
     print(json.dumps({k: meta[k] for k in ("name", "version", "metrics", "parity")}, indent=2))
 

@@ -195,12 +195,20 @@ def export_translation(
     version: str | None = None,
     baseline_run: Path | None = None,
     limit_eval: int = 0,
+    quantize: bool = False,
+    int8_max_drop: float | None = None,
 ) -> dict:
+    """`quantize`: also derive the int8 decoder step (training.translation.optimize.add_int8), shipped
+    only within its validation BLEU gate."""
     import onnxruntime as ort
+
+    from training.translation import optimize
 
     model, ck = load_checkpoint(run)
     cfg = model.cfg
     export_onnx(model, out)
+    optimize.add_topk(out / DECODER)  # before parity: what is checked is what ships
+    optimize.share_embedding(out)
     shutil.copy(run / "spm.src.model", out / SPM_SRC)
     shutil.copy(run / "spm.tgt.model", out / SPM_TGT)
     src_tok, tgt_tok = Subword(out / SPM_SRC), Subword(out / SPM_TGT)
@@ -256,7 +264,13 @@ def export_translation(
     (out / "README.md").write_text(_card(meta), encoding="utf-8")
     if (run / "curve.png").exists():  # the training curve, shipped beside the model
         shutil.copy(run / "curve.png", out / "training_curve.png")
-    return write_metadata(out, meta)
+    meta = write_metadata(out, meta)
+    if quantize:
+        gate = optimize.MAX_DROP if int8_max_drop is None else int8_max_drop
+        meta = optimize.add_int8(out, data_dir, max_drop=gate, limit=limit_eval)
+        (out / "README.md").write_text(_card(meta), encoding="utf-8")
+        meta = write_metadata(out, meta)
+    return meta
 
 
 def _card(meta: dict) -> str:
@@ -265,6 +279,13 @@ def _card(meta: dict) -> str:
         f"| {s} | {m[s]['bleu']:.2f} | {m[s]['chrf']:.2f} | {m[s]['bleu_lc_tok']:.2f} |\n"
         for s in ("validation", "test")
     )
+    q = m.get("int8", {})
+    if q.get("shipped"):
+        rows += "".join(
+            f"| {s}, int8 decoder (`decoder.int8.onnx`) | {q[s]['bleu']:.2f} | {q[s]['chrf']:.2f} | "
+            f"{q[s]['bleu_lc_tok']:.2f} |\n"
+            for s in ("validation", "test")
+        )
     return (
         f"# {meta['name']} {meta['version']}\n\nAttention seq2seq trained on Multi30k; see metadata.json. "
         f"Beam {meta['decoding']['beam_size']}, computed with onnxruntime.\n\n"

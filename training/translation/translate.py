@@ -43,6 +43,13 @@ class TorchStepper:
         )
         return self.model.decoder.log_probs(r).numpy(), {"h": h.numpy(), "c": c.numpy()}, a.numpy()
 
+    @torch.no_grad()
+    def step_topk(self, tokens: np.ndarray, state: State, memory: State, m: int):
+        """Each row's best m tokens (torch.topk), as the ONNX decoder's TopK output gives them."""
+        logp, state, att = self.step(tokens, state, memory)
+        vals, ids = torch.from_numpy(logp).topk(min(m, logp.shape[1]), dim=1)
+        return vals.numpy(), ids.numpy(), state, att
+
 
 def translate_ids(stepper, src: list[list[int]], **search) -> list[list[Hypothesis]]:
     """service.decoding.translate_batched with this project's special ids; `search` takes its
