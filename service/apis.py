@@ -44,9 +44,11 @@ class DynamicBatchLoop(BatchedLoop):
 
     LitServe's own polls the request queue every millisecond even when idle, and opens the batch
     window when it starts polling, not when a request arrives. Here an idle worker blocks until a
-    request comes; the window (batch_timeout) opens then; whatever is already queued when it
-    closes is taken too (up to max_batch_size): waiting for requests that are already there
-    buys nothing.
+    request comes, and the window (batch_timeout) is counted from when the oldest request of the
+    batch was queued: a request that already waited that long while the worker was busy leaves
+    at once with whatever is queued behind it (up to max_batch_size). Waiting for requests that
+    are already there buys nothing, and a busy worker must not idle for a window it has already
+    spent.
     """
 
     def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Queue, transport: Any) -> tuple[list, list]:
@@ -54,7 +56,9 @@ class DynamicBatchLoop(BatchedLoop):
             items = [request_queue.get(timeout=1.0)]
         except Empty:
             return [], []
-        deadline = time.monotonic() + lit_api.batch_timeout
+        first = items[0]
+        queued_at = first[2] if first != _SENTINEL_VALUE else time.monotonic()  # (queue id, uid, submitted, x)
+        deadline = min(time.monotonic(), queued_at) + lit_api.batch_timeout
         while len(items) < lit_api.max_batch_size:
             remaining = deadline - time.monotonic()
             try:

@@ -36,6 +36,10 @@ def test_every_metric_is_exposed_with_its_type(server):
     httpx.post(f"{server.url}/v1/sentiment", json={"texts": ["fine"]})
     httpx.post(f"{server.url}/v1/translate", json={"texts": ["A dog."], "target_lang": "de"})
     httpx.post(f"{server.url}/v1/sentiment", content=b"x", headers={"content-type": "text/plain"})
+    big = httpx.post(
+        f"{server.url}/v1/sentiment", content=b" " * 2_100_000, headers={"content-type": "application/json"}
+    )
+    assert big.status_code == 413  # a rejection, so that the labelled rejection counter has a sample
     types = family_types(server.url)
     for name, kind in FAMILIES.items():
         assert types.get(name) == kind, (name, types.get(name))

@@ -1,0 +1,52 @@
+"""service.apis.DynamicBatchLoop: the batch window counts from when the oldest request was queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+from queue import Queue
+from types import SimpleNamespace
+
+from service.apis import DynamicBatchLoop
+
+
+def api(timeout: float, max_batch: int = 8):
+    return SimpleNamespace(batch_timeout=timeout, max_batch_size=max_batch, request_timeout=30)
+
+
+def item(uid: str, queued_at: float):
+    return ("q0", uid, queued_at, {"x": uid})
+
+
+def test_a_request_that_already_waited_its_window_leaves_at_once():
+    q: Queue = Queue()
+    old = time.monotonic() - 0.5  # queued while the worker was busy with the previous batch
+    for uid in ("a", "b", "c"):
+        q.put(item(uid, old))
+    late = threading.Timer(0.1, lambda: q.put(item("d", time.monotonic())))
+    late.start()
+    t0 = time.monotonic()
+    payloads, timed_out = DynamicBatchLoop().get_batch_requests(api(0.3), q, None)
+    took = time.monotonic() - t0
+    late.join()
+    assert [p[1] for p in payloads] == ["a", "b", "c"] and timed_out == []  # what was queued, no wait for "d"
+    assert took < 0.08
+
+
+def test_a_fresh_request_waits_the_window_for_company():
+    q: Queue = Queue()
+    q.put(item("a", time.monotonic()))
+    threading.Timer(0.05, lambda: q.put(item("b", time.monotonic()))).start()
+    t0 = time.monotonic()
+    payloads, _ = DynamicBatchLoop().get_batch_requests(api(0.3, max_batch=2), q, None)
+    assert [p[1] for p in payloads] == ["a", "b"]
+    assert 0.04 < time.monotonic() - t0 < 0.25  # left when the batch was full, before the window closed
+
+
+def test_the_window_closes_on_time_without_company():
+    q: Queue = Queue()
+    q.put(item("a", time.monotonic()))
+    t0 = time.monotonic()
+    payloads, _ = DynamicBatchLoop().get_batch_requests(api(0.1), q, None)
+    took = time.monotonic() - t0
+    assert [p[1] for p in payloads] == ["a"] and 0.08 < took < 0.3
