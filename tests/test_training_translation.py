@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ import torch
 
 import training.translation.export as tr_export
 import training.translation.train as tr_train
-from service.artifacts import sha256_file
+from service.artifacts import load_metadata, sha256_file
 from service.subword import EOS_ID, Subword
 from service.translation_model import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, op_types
@@ -292,3 +293,20 @@ def test_baseline_comparison_by_source_length(artifact, data_dir, tmp_path):
     assert m["baseline_no_attention_test"]["n"] == 40 and 0 <= m["baseline_no_attention_test"]["bleu"] <= 100
     assert json.loads((out / "bleu_by_length.json").read_text()) == tables
     assert (out / "bleu_by_length.png").stat().st_size > 5000
+
+    # The CLI's --update-artifact writes the comparison into a shipped artifact, keeping its int8 figures.
+    from training.translation.evaluate import main as evaluate_main
+
+    art = tmp_path / "translate-en-de"
+    shutil.copytree(artifact, art)
+    meta = json.loads((art / "metadata.json").read_text())
+    meta["metrics"]["int8"] = {"shipped": False, "note": "kept"}
+    (art / "metadata.json").write_text(json.dumps(meta))
+    evaluate_main(
+        ["--artifact", str(art), "--baseline-run", str(base_run), "--data-dir", str(data_dir), "--update-artifact"]
+    )
+    updated = load_metadata(art, task="translation")  # every hash rewritten and verified
+    assert updated["metrics"]["test_bleu_by_source_length"] == tables
+    assert updated["metrics"]["baseline_no_attention_test"]["bleu"] == m["baseline_no_attention_test"]["bleu"]
+    assert updated["metrics"]["int8"] == {"shipped": False, "note": "kept"}
+    assert json.loads((art / "bleu_by_length.json").read_text()) == tables

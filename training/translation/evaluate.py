@@ -122,13 +122,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--baseline-run", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="where to write the plot (default: a temp folder)")
+    p.add_argument(
+        "--update-artifact",
+        action="store_true",
+        help="write the figures (and the by-length plot) into the artifact's metadata.json and folder; the "
+        "int8 figures already there are kept",
+    )
     a = p.parse_args(argv)
     import tempfile
 
-    out = a.out or Path(tempfile.mkdtemp())
-    m = evaluate_artifact(
-        TranslationModel(a.artifact), a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run
-    )
+    out = a.artifact if a.update_artifact else (a.out or Path(tempfile.mkdtemp()))
+    tm = TranslationModel(a.artifact)  # verifies every file before anything is rewritten
+    m = evaluate_artifact(tm, a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run)
+    if a.update_artifact:
+        from service.artifacts import write_metadata
+        from training.translation.export import _card
+
+        meta = tm.meta
+        meta["metrics"] = {**m, **{k: v for k, v in meta["metrics"].items() if k == "int8"}}
+        (a.artifact / "README.md").write_text(_card(meta), encoding="utf-8")
+        write_metadata(a.artifact, meta)
     print(json.dumps(m, indent=2))
 
 
