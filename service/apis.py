@@ -44,11 +44,15 @@ class DynamicBatchLoop(BatchedLoop):
 
     LitServe's own polls the request queue every millisecond even when idle, and opens the batch
     window when it starts polling, not when a request arrives. Here an idle worker blocks until a
-    request comes, and the window (batch_timeout) is counted from when the oldest request of the
-    batch was queued: a request that already waited that long while the worker was busy leaves
-    at once with whatever is queued behind it (up to max_batch_size). Waiting for requests that
-    are already there buys nothing, and a busy worker must not idle for a window it has already
-    spent.
+    request comes; the window (batch_timeout) opens then; whatever is already queued when it
+    closes is taken too (up to max_batch_size): waiting for requests that are already there
+    buys nothing.
+
+    The window opens when the worker takes the first request, not when that request was queued.
+    Counting it from the queueing time (so that requests which waited behind a busy worker leave
+    at once) was measured and dropped: under a steady load the callers split into groups that
+    alternate on the worker, and batches shrank (make bench, back-to-back runs: translation at
+    concurrency 16, mean batch 14.2 -> 8.0; sentiment at 32, 20.5 -> 15.3), throughput with them.
     """
 
     def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Queue, transport: Any) -> tuple[list, list]:
@@ -56,9 +60,7 @@ class DynamicBatchLoop(BatchedLoop):
             items = [request_queue.get(timeout=1.0)]
         except Empty:
             return [], []
-        first = items[0]
-        queued_at = first[2] if first != _SENTINEL_VALUE else time.monotonic()  # (queue id, uid, submitted, x)
-        deadline = min(time.monotonic(), queued_at) + lit_api.batch_timeout
+        deadline = time.monotonic() + lit_api.batch_timeout
         while len(items) < lit_api.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
