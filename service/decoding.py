@@ -79,7 +79,7 @@ NO_ATTENTION = np.zeros((0, 0), np.float32)
 
 
 def greedy_search(
-    step: StepFn | None,
+    step: StepFn,
     state: State,
     memory: State,
     *,
@@ -133,7 +133,7 @@ def greedy_search(
 
 
 def beam_search(
-    step: StepFn | None,
+    step: StepFn,
     state: State,
     memory: State,
     *,
@@ -274,7 +274,7 @@ def translate_batched(
     `batch_size` sentences at a time, returned in input order, n_best hypotheses each (best
     first). beam_size 1 is greedy search. `attention=False`: hypotheses without attention rows.
     """
-    topk = getattr(stepper, "step_topk", None) or numpy_topk(stepper.step)
+    topk = getattr(stepper, "step_topk", None)  # the searches select in numpy without one
     order = np.argsort([len(s) for s in src], kind="stable")
     out: list[list[Hypothesis]] = [[] for _ in src]
     for s in range(0, len(order), batch_size):
@@ -288,12 +288,12 @@ def translate_batched(
             hyps = [
                 [h]
                 for h in greedy_search(
-                    None, state, memory, bos=bos, eos=eos, max_len=ml, attention=attention, topk=topk
+                    stepper.step, state, memory, bos=bos, eos=eos, max_len=ml, attention=attention, topk=topk
                 )
             ]
         else:
             hyps = beam_search(
-                None,
+                stepper.step,
                 state,
                 memory,
                 bos=bos,

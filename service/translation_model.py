@@ -49,19 +49,22 @@ class OnnxStepper:
         mask = np.arange(ids.shape[1])[None, :] < lens[:, None]
         return {"h": h, "c": c}, {"states": states, "keys": keys, "mask": mask}
 
-    def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
+    def _run(self, outputs: list[str], tokens: np.ndarray, state: State, memory: State, **extra: np.ndarray):
+        """One decoder call (counted for metrics): previous tokens, state and encoder memory in."""
         self.steps += 1
-        logp, h, c, attn = self.decoder.run(
-            ["log_probs", "h_out", "c_out", "attention"],
-            {
-                "prev_tokens": tokens,
-                "h": state["h"],
-                "c": state["c"],
-                "enc_states": memory["states"],
-                "enc_keys": memory["keys"],
-                "src_mask": memory["mask"],
-            },
-        )
+        feed = {
+            "prev_tokens": tokens,
+            "h": state["h"],
+            "c": state["c"],
+            "enc_states": memory["states"],
+            "enc_keys": memory["keys"],
+            "src_mask": memory["mask"],
+            **extra,
+        }
+        return self.decoder.run(outputs, feed)
+
+    def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, State, np.ndarray]:
+        logp, h, c, attn = self._run(["log_probs", "h_out", "c_out", "attention"], tokens, state, memory)
         return logp, {"h": h, "c": c}, attn
 
     def step_topk(
@@ -71,20 +74,8 @@ class OnnxStepper:
         it has one (older files: selected in numpy from the full log-probs)."""
         if not self.has_topk:
             return numpy_topk(self.step)(tokens, state, memory, m)
-        self.steps += 1
-        m = min(m, self.vocab) if self.vocab else m
-        vals, ids, h, c, attn = self.decoder.run(
-            self._topk_outputs,
-            {
-                "prev_tokens": tokens,
-                "h": state["h"],
-                "c": state["c"],
-                "enc_states": memory["states"],
-                "enc_keys": memory["keys"],
-                "src_mask": memory["mask"],
-                "top_k": np.array([m], dtype=np.int64),
-            },
-        )
+        k = np.array([min(m, self.vocab) if self.vocab else m], dtype=np.int64)
+        vals, ids, h, c, attn = self._run(self._topk_outputs, tokens, state, memory, top_k=k)
         return vals, ids, {"h": h, "c": c}, attn
 
 
