@@ -44,7 +44,8 @@ def by_length(src: list[str], hyps: list[str], refs: list[str]) -> list[dict]:
     return rows
 
 
-def translate_all(translate, texts: list[str], desc: str, chunk: int = 256) -> list[str]:
+def translate_all(translate, texts: list[str], desc: str, chunk: int = 256) -> list:
+    """translate(chunk) over `texts` in chunks, with a progress bar; the results in order."""
     out = []
     for s in tqdm(range(0, len(texts), chunk), desc=desc, unit="chunk"):
         out += translate(texts[s : s + chunk])
@@ -135,13 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     tm = TranslationModel(a.artifact)  # verifies every file before anything is rewritten
     m = evaluate_artifact(tm, a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run)
     if a.update_artifact:
-        from service.artifacts import write_metadata
-        from training.translation.export import _card
+        from training.translation.export import write_card
 
-        meta = tm.meta
-        meta["metrics"] = {**m, **{k: v for k, v in meta["metrics"].items() if k == "int8"}}
-        (a.artifact / "README.md").write_text(_card(meta), encoding="utf-8")
-        write_metadata(a.artifact, meta)
+        if "int8" in tm.meta["metrics"]:
+            m["int8"] = tm.meta["metrics"]["int8"]
+        write_card(a.artifact, {**tm.meta, "metrics": m})
     print(json.dumps(m, indent=2))
 
 

@@ -15,6 +15,7 @@ from service.decoding import pad_batch
 from service.subword import BOS_ID, Subword
 from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, base_metadata, io_spec, onnx_export, training_metadata
+from training.translation import optimize
 from training.translation.data import MULTI30K_URL, load_pair
 from training.translation.evaluate import evaluate_artifact
 from training.translation.model import Seq2Seq, TranslationConfig
@@ -196,13 +197,10 @@ def export_translation(
     baseline_run: Path | None = None,
     limit_eval: int = 0,
     quantize: bool = False,
-    int8_max_drop: float | None = None,
 ) -> dict:
     """`quantize`: also derive the int8 decoder step (training.translation.optimize.add_int8), shipped
     only within its validation BLEU gate."""
     import onnxruntime as ort
-
-    from training.translation import optimize
 
     model, ck = load_checkpoint(run)
     cfg = model.cfg
@@ -261,16 +259,18 @@ def export_translation(
     )
     write_metadata(out, meta)
     TranslationModel(out).check_golden()
-    (out / "README.md").write_text(_card(meta), encoding="utf-8")
     if (run / "curve.png").exists():  # the training curve, shipped beside the model
         shutil.copy(run / "curve.png", out / "training_curve.png")
-    meta = write_metadata(out, meta)
-    if quantize:
-        gate = optimize.MAX_DROP if int8_max_drop is None else int8_max_drop
-        meta = optimize.add_int8(out, data_dir, max_drop=gate, limit=limit_eval)
-        (out / "README.md").write_text(_card(meta), encoding="utf-8")
-        meta = write_metadata(out, meta)
-    return meta
+    if quantize:  # add_int8 reads the artifact as written so far, hashes verified
+        write_metadata(out, meta)
+        meta = optimize.add_int8(out, data_dir, limit=limit_eval)
+    return write_card(out, meta)
+
+
+def write_card(folder: Path, meta: dict) -> dict:
+    """The artifact's README.md from its metadata, then metadata.json with every file's hash."""
+    (folder / "README.md").write_text(_card(meta), encoding="utf-8")
+    return write_metadata(folder, meta)
 
 
 def _card(meta: dict) -> str:

@@ -179,15 +179,9 @@ def quantize_decoder(folder: Path, dst: Path | None = None) -> Path:
 
 
 def _translations(tm: TranslationModel, texts: list[str], desc: str, beam: int) -> tuple[list[str], list[float]]:
-    out: list[tuple[str, float]] = []
-
-    def run(chunk):
-        hyps = tm.translate(chunk, beam_size=beam)
-        out.extend((tm.detok(h[0]), h[0].score) for h in hyps)
-        return [t for t, _ in out[-len(chunk) :]]
-
-    translate_all(run, texts, desc)
-    return [t for t, _ in out], [s for _, s in out]
+    """Best translation and its score per text, with a progress bar."""
+    best = translate_all(lambda chunk: [h[0] for h in tm.translate(chunk, beam_size=beam)], texts, desc)
+    return [tm.detok(h) for h in best], [h.score for h in best]
 
 
 def add_int8(folder: Path, data_dir: Path, *, max_drop: float = MAX_DROP, limit: int = 0) -> dict:
@@ -240,12 +234,8 @@ def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
         src, _ = load_pair(data_dir, split, meta["config"]["src_lang"], meta["config"]["tgt_lang"])
         texts += src[:limit] if limit else src
     before = _translations(TranslationModel(folder, precision="fp32"), texts, "before repack", beam)
-    done = [
-        name
-        for name, changed in (("topk", add_topk(folder / DECODER)), ("embedding", share_embedding(folder)))
-        if changed
-    ]
-    if not done:
+    topk, embedding = add_topk(folder / DECODER), share_embedding(folder)
+    if not (topk or embedding):
         return meta
     meta = write_metadata(folder, meta)
     after = _translations(TranslationModel(folder, precision="fp32"), texts, "after repack", beam)
@@ -257,9 +247,9 @@ def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
         f"validation + test, beam {beam}: {same}/{len(texts)} translations identical, max score difference {worst:.1e}"
     )
     rp = meta.setdefault("repack", {})
-    if "topk" in done:
+    if topk:
         rp["decoder_topk"] = {"outputs": [TOP_LOGP, TOP_IDS], "input": TOP_K, "checked": check}
-    if "embedding" in done:
+    if embedding:
         rp["shared_embedding"] = {"file": EMBEDDING, "checked": check}
     meta["interface"]["decoder"] = io_spec(folder / DECODER)
     TranslationModel(folder, precision="fp32").check_golden()
@@ -275,12 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-drop", type=float, default=MAX_DROP)
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
-    from training.translation.export import _card
+    from training.translation.export import write_card
 
     repack(a.artifact, data_dir)
-    meta = add_int8(a.artifact, data_dir, max_drop=a.max_drop)
-    (a.artifact / "README.md").write_text(_card(meta), encoding="utf-8")
-    write_metadata(a.artifact, meta)
+    meta = write_card(a.artifact, add_int8(a.artifact, data_dir, max_drop=a.max_drop))
     print(json.dumps(meta["metrics"]["int8"], indent=2))
 
 
