@@ -9,17 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
-from service.providers import CUDA, Device, create_session, may_run_on_cuda
+from service.providers import CUDA, INT8_ATOL, Device, Precision, create_session, may_run_on_cuda
 from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 
 MODEL_FILE, INT8_FILE, VOCAB_FILE = "model.onnx", "model.int8.onnx", "vocab.json"
-Precision = Literal["auto", "fp32", "int8"]
-INT8_GOLDEN_ATOL = 1e-2  # int8 kernels differ a little across CPU instruction sets (AVX2, AVX-512, VNNI)
+INT8_GOLDEN_ATOL = INT8_ATOL  # the int8 model's golden logits
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -7,20 +7,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from service.artifacts import ArtifactError, load_metadata
 from service.decoding import Hypothesis, State, numpy_topk, translate_batched
-from service.providers import CUDA, Device, create_session
+from service.providers import CUDA, INT8_ATOL, Device, Precision, create_session
 from service.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
 DECODER_INT8 = "decoder.int8.onnx"  # optional: int8 weights, made by training.translation.optimize
 EMBEDDING = "embedding.bin"  # optional: the embedding table encoder and decoder share (ONNX external data)
-INT8_SCORE_ATOL = 1e-2  # int8 kernels differ a little across CPU instruction sets (AVX2, AVX-512, VNNI)
-Precision = Literal["auto", "fp32", "int8"]
+INT8_SCORE_ATOL = INT8_ATOL  # the int8 decoder's golden scores
 MAX_SRC_TOKENS = 256  # longer inputs are cut (the request limit on characters keeps this rare)
 
 
