@@ -260,10 +260,19 @@ def test_requests_beyond_the_grace_period_get_503_and_the_server_still_exits(sta
 
     sender = threading.Thread(target=lambda: asyncio.run(go()))
     sender.start()
-    # 8 long requests, answered one at a time (--max-batch-size 1): more work than the 1 s grace
+    # 8 long requests, answered one at a time (--max-batch-size 1). The inference workers are frozen
+    # across the 1 s grace, so that it ends before they are done however fast the tiny model
+    # (trained afresh each run) happens to translate; they are thawed to be stopped as usual.
     wait_for(lambda: in_flight(srv.url, "translate") >= 8, timeout=30, what="eight long requests in flight")
+    workers = inference_workers(srv.proc.pid)
+    assert workers
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
     term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    for w in workers:
+        os.kill(w, signal.SIGCONT)
     code = srv.proc.wait(30)
     took = time.monotonic() - term
     sender.join(30)
