@@ -6,12 +6,14 @@ One run on this machine, side by side, on real test data:
   same server with `--max-batch-size 1`, at concurrency 32 for sentiment (one IMDB test review per
   request) and 16 for translation (one Multi30k test sentence per request, beam 5), with p50 and
   p99 latency;
-- served throughput (batched) as a fraction of raw in-process ONNX Runtime throughput on the same
-  inputs: `SentimentModel` / `TranslationModel` called directly, in batches of the size the
-  server can form (min(concurrency, max batch size); sentiment cut by the server's token budget),
-  on as many threads per session as the server reports in /info.
+- served throughput (batched) as a fraction of raw ONNX Runtime throughput on the same inputs,
+  with no HTTP: `SentimentModel` / `TranslationModel` called directly, in as many processes side by
+  side as the server has inference workers per family, each with the threads per session the
+  server reports in /info, in batches of the size its workers can form (the callers spread over
+  the workers: min(concurrency / workers, max batch size); sentiment cut by the server's token
+  budget).
 
-Also measured, to read the two ratios against: raw in-process throughput one text per call (the
+Also measured, to read the two ratios against: raw throughput one text per call (the
 ceiling of what batching can buy with these models on this hardware), the mean batch the server
 formed (from its /metrics), and the CPU time the server's processes spent per request (which,
 unlike throughput, hardly moves when other jobs share the machine).
@@ -310,6 +312,55 @@ class Raw:
         return {"requests": len(texts), "batch": batch, "seconds": round(wall, 3), "throughput": len(texts) / wall}
 
 
+def _raw_lane(conn: Any, kwargs: dict[str, Any], texts: dict[str, list[str]]) -> None:
+    """One raw lane (a process, like one inference worker): load the models, then run its share."""
+    raw = Raw(**kwargs)
+    conn.send("ready")
+    while (cmd := conn.recv()) is not None:
+        endpoint, batch, extra = cmd
+        conn.send(getattr(raw, endpoint)(texts[endpoint], batch, extra))
+
+
+class RawLanes:
+    """`lanes` processes side by side, each with its own sessions of `threads` threads: the server's
+    inference workers without the HTTP process, the queues or the batching loop. Each takes every
+    lanes-th text; the throughput is all texts over the wall time until the last lane is done."""
+
+    def __init__(self, lanes: int, kwargs: dict[str, Any], texts: dict[str, list[str]]):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.lanes, self.conns, self.procs = lanes, [], []
+        for k in range(lanes):
+            parent, child = ctx.Pipe()
+            share = {ep: t[k::lanes] for ep, t in texts.items()}
+            proc = ctx.Process(target=_raw_lane, args=(child, kwargs, share), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for c in self.conns:
+            if c.recv() != "ready":
+                raise RuntimeError("a raw lane failed to start")
+
+    def run(self, endpoint: str, batch: int, extra: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        for c in self.conns:
+            c.send((endpoint, batch, extra))
+        parts = [c.recv() for c in self.conns]
+        wall = time.perf_counter() - t0
+        n = sum(r["requests"] for r in parts)
+        return {"requests": n, "batch": batch, "lanes": self.lanes, "seconds": round(wall, 3), "throughput": n / wall}
+
+    def close(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.send(None)
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the median throughput (its latencies with it), plus every round's throughput."""
     ranked = sorted(runs, key=lambda r: r["throughput"])
@@ -383,7 +434,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.4 * len(rows)), squeeze=False)
     for k, r in enumerate(rows):
         ax = axes[k][0]
-        names = ["raw, batches\n(in-process)", "served\nbatched", "raw, one\nper call", "served\nbatch size 1"]
+        names = ["raw, batches\n(no HTTP)", "served\nbatched", "raw, one\nper call", "served\nbatch size 1"]
         vals = [r["raw_rps"], r["batched_rps"], r["raw_single_rps"], r["unbatched_rps"]]
         bars = ax.bar(names, vals, color=["#999999", "#2b6cb0", "#cccccc", "#c05621"])
         ax.bar_label(bars, fmt="%.0f")
@@ -479,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rnnserve-bench-") as logs:
         servers = {"batched": extra, "unbatched": [*extra, "--max-batch-size", "1"]}
         procs: dict[str, ServerProcess] = {}
+        raw: RawLanes | None = None
         try:
             for name, args in servers.items():
                 print(f"[{name}] starting python -m service {' '.join(args)}", flush=True)
@@ -503,12 +555,28 @@ def main(argv: list[str] | None = None) -> int:
             budget = int(info["batching"].get("sentiment_token_budget", 16384))
             sent_file = next((m["file"] for m in res["batched"]["models"] if m.get("task") == "sentiment"), None)
             trans_precision = next((m["precision"] for m in res["batched"]["models"] if m.get("pair") == pair), "fp32")
-            raw = Raw(models_dir, threads, device, pair, has_sent, sent_file, trans_precision)
+            lanes = int(info["runtime"].get("workers_per_family", 1))
+            # Per lane, the batch the server's workers can form: the callers spread over the workers.
+            b_sent = min(-(-a.sentiment_concurrency // lanes), max_batch)
+            b_trans = min(-(-a.translate_concurrency // lanes), max_batch)
+            raw = RawLanes(
+                lanes,
+                {
+                    "models_dir": models_dir,
+                    "threads": threads,
+                    "device": device,
+                    "pair": pair,
+                    "has_sentiment": has_sent,
+                    "sentiment_file": sent_file,
+                    "translate_precision": trans_precision,
+                },
+                {"sentiment": reviews, "translate": sentences},
+            )
 
             def raw_run(endpoint: str, texts: list[str], batched: bool) -> dict[str, Any]:
                 if endpoint == "sentiment":
-                    return raw.sentiment(texts, b_sent if batched else 1, budget)
-                return raw.translate(texts, b_trans if batched else 1, a.beam)
+                    return raw.run(endpoint, b_sent if batched else 1, budget)
+                return raw.run(endpoint, b_trans if batched else 1, a.beam)
 
             # Warm up everything once, then interleave the measurements round by round, so that a
             # change in the machine's load (training runs, other jobs) hits every configuration alike.
@@ -519,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(_load(srv.port, "/v1/translate", trans_bodies[: a.warmup], a.translate_concurrency))
             for endpoint, texts in (("sentiment", reviews), ("translate", sentences)):
                 if texts:
-                    raw_run(endpoint, texts[: a.warmup], True)
+                    raw_run(endpoint, texts, True)
             for rnd in range(1, a.rounds + 1):
                 for endpoint, bodies, texts, conc in (
                     ("sentiment", sent_bodies, reviews, a.sentiment_concurrency),
@@ -540,21 +608,24 @@ def main(argv: list[str] | None = None) -> int:
                         r = raw_run(endpoint, texts, batched)
                         runs[name][endpoint].append(r)
                         print(
-                            f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} texts/s (in-process, batches "
-                            f"of {r['batch']}, {threads} thread(s))",
+                            f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} texts/s (no HTTP: {lanes} "
+                            f"process(es) side by side, batches of {r['batch']}, {threads} thread(s) each)",
                             flush=True,
                         )
         finally:
             for srv in procs.values():
                 srv.stop()
+            if raw is not None:
+                raw.close()
     res["raw"] = {
+        "lanes": lanes,
         "threads": threads,
         "device": device,
         "sentiment_token_budget": budget,
         "sentiment_file": sent_file,
         "translate_precision": trans_precision,
     }
-    res["raw_single"] = {"threads": threads, "device": device}
+    res["raw_single"] = {"lanes": lanes, "threads": threads, "device": device}
     for name in runs:
         for endpoint, rs in runs[name].items():
             if rs:

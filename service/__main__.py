@@ -21,7 +21,7 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "models_dir": "folder with model artifacts (default: the shipped models/)",
     "device": "auto (CUDA if it works, else CPU), cpu, or cuda (fail if CUDA cannot be used)",
     "precision": "sentiment model and translators' decoder step: auto (int8 on CPU when shipped, else fp32), fp32, or int8",
-    "workers": "inference worker processes per model family",
+    "workers": "inference worker processes per model family (0 = auto: one per core on CPU, one on CUDA)",
     "threads": "ONNX Runtime threads per session (0 = cores / workers)",
     "spin": "on (ONNX Runtime threads spin-wait while a run lasts, then stop) or off (they sleep when idle)",
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",

@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,11 +34,28 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    await _send_json(send, status, json.dumps({"detail": detail}).encode(), headers or {})
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read by the gateway, handed to the app as one message."""
+    replayed = False
+
+    async def receive_() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_
 
 
 class ServiceState:
@@ -53,8 +71,15 @@ SHUTTING_DOWN = "the server is shutting down and could not finish this request w
 
 
 class Gateway:
-    def __init__(self, app: ASGIApp, settings: Settings, state: ServiceState | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        state: ServiceState | None = None,
+        fast: Callable[[str, bytes], Awaitable[tuple[int, bytes, dict[str, str]] | None]] | None = None,
+    ):
         self.app = app
+        self.fast = fast  # server._FastPath: valid /v1 bodies straight to the workers' queue
         self.s = settings
         self.state = state or ServiceState()
         self.key = settings.api_key.get_secret_value().encode() if settings.api_key else None
@@ -161,9 +186,15 @@ class Gateway:
         self.in_flight[endpoint] += 1
         M.IN_FLIGHT.labels(endpoint).inc()
         try:
-            receive_ = await self._read_body(receive, send, endpoint) if post else receive
-            if receive_ is None:  # answered (413, 422) or the client went away
+            body = await self._read_body(receive, send, endpoint) if post else None
+            if post and body is None:  # answered (413, 422) or the client went away
                 return
+            if body is not None and self.fast is not None:
+                reply = await asyncio.wait_for(self.fast(endpoint, body), timeout=self.s.request_timeout + 5)
+                if reply is not None:
+                    await _send_json(send, *reply)
+                    return
+            receive_ = receive if body is None else _replay(body, receive)
             await asyncio.wait_for(self.app(scope, receive_, send), timeout=self.s.request_timeout + 5)
         except asyncio.TimeoutError:
             M.REJECTED.labels(endpoint, "timeout").inc()
@@ -179,8 +210,8 @@ class Gateway:
             self.in_flight[endpoint] -= 1
             M.IN_FLIGHT.labels(endpoint).dec()
 
-    async def _read_body(self, receive: Receive, send: Send, endpoint: str) -> Receive | None:
-        """The whole body (413 past the limit, 422 if not UTF-8), replayed to the app as one message."""
+    async def _read_body(self, receive: Receive, send: Send, endpoint: str) -> bytes | None:
+        """The whole body; None once answered (413 past the limit, 422 if not UTF-8) or disconnected."""
         body, more = bytearray(), True
         while more:
             msg = await receive()
@@ -193,20 +224,12 @@ class Gateway:
                 await _reply(send, 413, f"request body exceeds the limit of {self.s.max_payload_bytes} bytes")
                 return None
         try:
-            bytes(body).decode("utf-8")
+            body = bytes(body)
+            body.decode("utf-8")
         except UnicodeDecodeError as e:
             await _reply(send, 422, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
             return None
-        replayed = False
-
-        async def receive_() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        return receive_
+        return body
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop a request body (up to the payload limit)."""

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import multiprocessing.queues
+import os
+import pickle
 import queue
 import signal
 import threading
@@ -49,7 +52,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from litserve.transport.base import MessageTransport
-from litserve.utils import LitAPIStatus, WorkerSetupStatus
+from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -58,8 +61,8 @@ from service import metrics as M
 from service.apis import SentimentAPI, TranslateAPI
 from service.artifacts import ArtifactError, find_artifacts, load_metadata
 from service.gateway import WORKER_LOST, Gateway, ServiceState
-from service.providers import ProviderError, create_session, threads_per_session
-from service.schemas import LIMITS, ErrorResponse
+from service.providers import CPU, ProviderError, create_session, threads_per_session, workers_per_family
+from service.schemas import LIMITS, ErrorResponse, SentimentRequest, TranslateRequest
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -214,6 +217,78 @@ class _PipeTransport(MessageTransport):
         self._closed = True  # the HTTP processes' receive tasks are cancelled by their lifespan
 
 
+class _FastPath:
+    """/v1 requests that validate, straight from the gateway to the inference workers' queue.
+
+    LitServe's FastAPI route parses the body with json.loads, validates the dict, solves the
+    route's dependencies, runs its middleware stack and validates the returned model once more
+    before serializing it. Here a valid body is validated once, from bytes (pydantic-core), put
+    on the same queue with the same message LitServe's handler puts there, awaited the same way
+    (LitServe's response reader fills the same buffer) and answered with the model's JSON. A body
+    that does not validate goes the FastAPI way, which says what to fix (schemas, errors and
+    /docs all stay FastAPI's). Measured on 2 cores, one review per request at concurrency 32: the
+    HTTP process's CPU time per request fell from 0.71 to 0.30-0.34 ms."""
+
+    def __init__(self, server: ls.LitServer, models: dict[str, type]):
+        self.server, self.models = server, models
+        self._ids = itertools.count()
+        self._prefix = ""
+
+    def _uid(self) -> str:
+        # Unique per HTTP process; uuid4 costs a getrandom system call per request.
+        if not self._prefix:
+            self._prefix = f"{os.getpid():x}-{time.monotonic_ns():x}-"
+        return f"{self._prefix}{next(self._ids):x}"
+
+    async def __call__(self, endpoint: str, body: bytes) -> tuple[int, bytes, dict[str, str]] | None:
+        """(status, JSON body, headers), or None when the FastAPI route must answer."""
+        model = self.models.get(endpoint)
+        if model is None:
+            return None
+        try:
+            request = model.model_validate_json(body)
+        except Exception:  # pydantic ValidationError, or anything else: FastAPI says what is wrong
+            return None
+        server = self.server
+        uid = self._uid()
+        item = ResponseBufferItem(asyncio.Event())
+        server.response_buffer[uid] = item
+        try:
+            server._get_request_queue(f"/v1/{endpoint}").put(
+                (server.app.response_queue_id, uid, time.monotonic(), request)
+            )
+            await item.event.wait()
+        finally:
+            server.response_buffer.pop(uid, None)
+        response, status = item.response
+        if status == LitAPIStatus.ERROR:
+            return _error_reply(response)
+        return 200, response.model_dump_json(exclude_none=True).encode(), {}
+
+
+def _error_reply(response: Any) -> tuple[int, bytes, dict[str, str]]:
+    """A worker's error answer (LitServe's conventions: an HTTPException, maybe pickled) as JSON."""
+    if isinstance(response, bytes):
+        with contextlib.suppress(Exception):
+            response = pickle.loads(response)
+    if isinstance(response, HTTPException):
+        status, detail, headers = response.status_code, response.detail, dict(response.headers or {})
+        if status == 504:
+            detail = _timeout_detail()
+        return status, json.dumps({"detail": detail}).encode(), headers
+    log.error(f"inference worker answered with an error: {response!r}", extra={"event": "worker_error"})
+    return 500, json.dumps({"detail": "internal error; the request id is in the X-Request-ID header"}).encode(), {}
+
+
+_REQUEST_TIMEOUT = [30.0]  # settings.request_timeout, for the 504 message (set by build)
+
+
+def _timeout_detail() -> str:
+    return (
+        f"request waited more than {_REQUEST_TIMEOUT[0]:g} s for a model worker; the server is overloaded: retry later"
+    )
+
+
 async def _no_auth() -> None:
     """The gateway authenticates /v1/*; /health must stay open for orchestrators."""
 
@@ -345,6 +420,8 @@ def check_device(settings: Settings) -> str:
     if settings.device == "cpu":
         return "CPUExecutionProvider"
     arts = find_artifacts(settings.models_dir)
+    if not arts:
+        return CPU  # build() says what is missing
     probe = arts.get("sentiment")
     path = probe / "model.onnx" if probe else next(iter(arts.values())) / "encoder.onnx"
     _, provider = create_session(path, settings.device, 1)
@@ -420,19 +497,21 @@ def _describe_routes(app, state: ServiceState) -> None:
             route.include_in_schema = False
 
 
-def build(settings: Settings, state_dir: Path) -> ls.LitServer:
+def build(settings: Settings, state_dir: Path, provider: str = CPU) -> ls.LitServer:
+    """The server, for `provider`: the one check_device found (it decides the automatic worker count)."""
     has_sentiment, pairs = discover(settings)
     LIMITS.max_texts, LIMITS.max_text_chars = settings.max_texts, settings.max_text_chars
     LIMITS.max_translate_chars, LIMITS.pairs = settings.max_translate_chars, pairs
-    # Each family's workers get all the cores: the two families seldom saturate together, and
-    # ONNX Runtime threads spin only while a run lasts. Measured on 2 cores: 2 threads per session
-    # give batched sentiment 1.4x and translation 1.4x the throughput of 1 thread.
-    threads = settings.threads or threads_per_session(settings.workers)
+    # auto: one single-threaded worker per core on CPU (providers.workers_per_family has the
+    # measurements), one on CUDA; explicit threads / workers win. Each family's workers get all the
+    # cores: the two families seldom saturate together.
+    workers = workers_per_family(settings.workers, provider)
+    threads = settings.threads or threads_per_session(workers)
     kw = {
         "models_dir": settings.models_dir,
         "device": settings.device,
         "threads": threads,
-        "workers": settings.workers,
+        "workers": workers,
         "state_dir": state_dir,
         "max_batch_size": settings.max_batch_size,
         "batch_timeout": settings.batch_timeout,
@@ -449,7 +528,7 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
     server = _LitServer(
         apis,
         accelerator="cpu",
-        workers_per_device=settings.workers,
+        workers_per_device=workers,
         timeout=settings.request_timeout,
         info_path="/litserve/info",
         track_requests=False,
@@ -469,6 +548,7 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
         "started": time.time(),
         "pairs": pairs,
         "threads": threads,
+        "workers": workers,
     }
 
     @app.get(
@@ -511,10 +591,7 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail, status = exc.detail, exc.status_code
         if status == 504:  # LitServe: the request waited in the queue past the timeout
-            detail = (
-                f"request waited more than {settings.request_timeout:g} s for a model worker; "
-                "the server is overloaded: retry later"
-            )
+            detail = _timeout_detail()
         elif status == 400 and request.url.path.startswith("/v1/"):
             # FastAPI's answer when json.loads fails with something other than a syntax error:
             # nesting deeper than the parser's recursion limit, an integer of more than 4300
@@ -547,7 +624,9 @@ def build(settings: Settings, state_dir: Path) -> ls.LitServer:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the request id is in the X-Request-ID header"}, status_code=500)
 
-    app.add_middleware(Gateway, settings=settings, state=state)
+    _REQUEST_TIMEOUT[0] = settings.request_timeout
+    fast = _FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest})
+    app.add_middleware(Gateway, settings=settings, state=state, fast=fast)
     return server
 
 
@@ -605,7 +684,7 @@ def _info(st: dict[str, Any]) -> dict[str, Any]:
             "available_providers": ort.get_available_providers(),
             "threads_per_session": st["threads"],
             "spin_wait": s.spin == "on",
-            "workers_per_family": s.workers,
+            "workers_per_family": st["workers"],
         },
         "batching": {
             "max_batch_size": s.max_batch_size,
@@ -702,8 +781,8 @@ def run(settings: Settings, state_dir: Path) -> int:
     ls_server.configure_logging = logs.configure  # LitServe reconfigures logging in run(); keep JSON lines
     ls_server._Server = _HTTPServer  # the HTTP process's uvicorn server (signal handling)
     try:
-        server = build(settings, state_dir)
         provider = check_device(settings)
+        server = build(settings, state_dir, provider)
     except (ArtifactError, ProviderError) as e:
         log.error(str(e), extra={"event": "startup_failed"})
         return EXIT_STARTUP_FAILED

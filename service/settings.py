@@ -20,7 +20,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1024, le=65535)
     models_dir: Path = Field(PROJECT_ROOT / "models", description="folder of model artifacts")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime device")
-    workers: int = Field(1, ge=1, le=64, description="inference worker processes per model family")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="inference worker processes per model family; 0 = auto: one per core on CPU (each with "
+        "single-threaded sessions; at most 8), one on CUDA",
+    )
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto",
         description="weights of the sentiment model and of the translators' decoder step: auto = the shipped "

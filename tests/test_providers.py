@@ -168,6 +168,7 @@ def test_threads_per_session(workers, sessions, cores, expected):
 
 
 def test_threads_per_session_counts_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(P, "_cgroup_cpu_limit", lambda: None)
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     assert P.threads_per_session(2) == 3
     monkeypatch.delattr(P.os, "sched_getaffinity", raising=False)
@@ -175,6 +176,52 @@ def test_threads_per_session_counts_the_cores_this_process_may_use(monkeypatch):
     assert P.threads_per_session(2) == 2
     monkeypatch.setattr(P.os, "cpu_count", lambda: None)
     assert P.threads_per_session(2) == 1
+
+
+def test_cgroup_cpu_limit_reads_v2_then_v1(tmp_path):
+    assert P._cgroup_cpu_limit(tmp_path) is None  # no cgroup files: no limit
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert P._cgroup_cpu_limit(tmp_path) == 1.5  # v1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert P._cgroup_cpu_limit(tmp_path) is None  # v1, unlimited
+    (tmp_path / "cpu.max").write_text("200000 100000\n")
+    assert P._cgroup_cpu_limit(tmp_path) == 2.0  # v2 wins
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert P._cgroup_cpu_limit(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "affinity, quota, expected",
+    [(8, None, 8), (8, 2.0, 2), (8, 2.5, 3), (8, 0.5, 1), (2, 16.0, 2)],
+)
+def test_available_cores_is_the_affinity_capped_by_the_cgroup_quota(monkeypatch, affinity, quota, expected):
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    monkeypatch.setattr(P, "_cgroup_cpu_limit", lambda: quota)
+    assert P.available_cores() == expected
+    assert P.threads_per_session(1) == expected
+
+
+@pytest.mark.parametrize(
+    "requested, provider, cores, expected",
+    [
+        (3, P.CPU, 2, 3),  # asked for: as asked
+        (2, P.CUDA, 8, 2),
+        (0, P.CPU, 2, 2),  # auto on CPU: one per core
+        (0, P.CPU, 1, 1),
+        (0, P.CPU, 64, P.MAX_AUTO_WORKERS),  # each holds its own models: capped
+        (0, P.CUDA, 8, 1),  # auto on CUDA: one, the GPU does the work
+    ],
+)
+def test_workers_per_family(requested, provider, cores, expected):
+    assert P.workers_per_family(requested, provider, cores=cores) == expected
+
+
+def test_auto_workers_are_single_threaded_on_cpu(monkeypatch):
+    monkeypatch.setattr(P, "available_cores", lambda: 4)
+    workers = P.workers_per_family(0, P.CPU)
+    assert (workers, P.threads_per_session(workers, cores=4)) == (4, 1)
 
 
 # --------------------------------------------------------------------------------------------- the server

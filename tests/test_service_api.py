@@ -152,7 +152,10 @@ def test_unsupported_language_pair_lists_the_supported_ones(server):
 
 
 def test_info_reports_models_provider_and_batching(server, models_dir):
+    from service.providers import CPU, threads_per_session, workers_per_family
+
     info = httpx.get(f"{server.url}/info").json()
+    workers = workers_per_family(0, CPU)  # the default: one single-threaded worker per core, on CPU
     by_name = {m["name"]: m for m in info["models"]}
     for folder in ("sentiment", "translate-en-de"):
         meta = json.loads((models_dir / folder / "metadata.json").read_text())
@@ -160,7 +163,7 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         assert m["version"] == meta["version"]
         assert m["metrics"] == meta["metrics"]
         assert m["providers"] == ["CPUExecutionProvider"]  # what the session runs on, read back from it
-        assert m["workers"] == 1
+        assert m["workers"] == workers  # every worker reported what it loaded
         assert m["precision"] == "fp32"  # the tiny sentiment artifact ships no int8 variant
     assert (
         by_name[json.loads((models_dir / "translate-en-de" / "metadata.json").read_text())["name"]]["pair"] == "en-de"
@@ -173,9 +176,8 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         "sentiment_token_budget": 2048,
     }
     assert info["runtime"]["device_requested"] == "cpu"
-    from service.providers import threads_per_session
-
-    assert info["runtime"]["threads_per_session"] == threads_per_session(1)  # all the cores, one worker
+    assert info["runtime"]["workers_per_family"] == workers
+    assert info["runtime"]["threads_per_session"] == threads_per_session(workers)
     assert info["runtime"]["spin_wait"] is True
     assert info["limits"]["max_texts"] == 64 and info["auth"] == {"api_key_required": False}
 
@@ -251,7 +253,7 @@ def test_health_is_503_until_every_model_is_ready(start_server):
     """The translation worker is frozen (SIGSTOP) as soon as it is spawned, long before its setup
     (imports, loading, golden check, warm-up) can finish: the sentiment worker gets ready, the HTTP
     server starts, and /health must say 503 until translation is ready too."""
-    srv = start_server(wait=False)
+    srv = start_server("--workers", "1", wait=False)  # one worker per family: the second is translation's
     workers = wait_for(
         lambda: len(w := inference_workers(srv.proc.pid)) >= 2 and w,
         timeout=120,
