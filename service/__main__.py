@@ -25,7 +25,7 @@ FLAGS = {  # flag -> help; each maps to the Settings field of the same name
     "threads": "ONNX Runtime threads per session (0 = cores / workers)",
     "spin": "on (ONNX Runtime threads spin-wait while a run lasts, then stop) or off (they sleep when idle)",
     "max_batch_size": "requests per dynamic batch; 1 turns dynamic batching off",
-    "batch_timeout": "seconds a batch waits to fill",
+    "batch_timeout": "seconds a batch waits to fill (0: a free worker takes what is queued)",
     "token_budget": "padded tokens per sentiment sub-batch (batches are sorted by length and cut to this budget)",
     "max_texts": "texts per request",
     "max_text_chars": "characters per sentiment text",

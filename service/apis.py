@@ -48,6 +48,11 @@ class DynamicBatchLoop(BatchedLoop):
     closes is taken too (up to max_batch_size): waiting for requests that are already there
     buys nothing.
 
+    The default window is 0: a free worker takes what is queued and starts. On CPU, where a batch
+    of 16 reviews is only ~1.4x as efficient per review as single ones, a worker waiting for more
+    requests is a core standing idle (side by side on 2 cores, sentiment at concurrency 32: 824-860
+    req/s with no window, 745 with 2 ms, 680 with 5 ms; translation equal).
+
     The window opens when the worker takes the first request, not when that request was queued.
     Counting it from the queueing time (so that requests which waited behind a busy worker leave
     at once) was measured and dropped: under a steady load the callers split into groups that

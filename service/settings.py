@@ -39,7 +39,13 @@ class Settings(BaseSettings):
         "(1.4x batched throughput on 2 cores); off: they sleep whenever idle",
     )
     max_batch_size: int = Field(32, ge=1, le=512, description="requests per dynamic batch; 1 turns batching off")
-    batch_timeout: float = Field(0.005, ge=0, le=1, description="seconds a batch waits to fill")
+    batch_timeout: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="seconds a batch waits to fill once a worker has taken its first request; 0 = no waiting: "
+        "a free worker takes what is queued (under load requests queue while it computes, so batches form)",
+    )
     token_budget: int = Field(
         2048,
         ge=64,

@@ -86,7 +86,7 @@ def _group_gone(pid: int) -> bool:
 
 
 def test_killed_worker_answers_what_it_held_and_the_server_exits_3(start_server):
-    srv = start_server("--max-batch-size", "8")
+    srv = start_server("--max-batch-size", "8", "--workers", "1")  # one per family: sentiment's, then translation's
     sentiment_worker, translation_worker = inference_workers(srv.proc.pid)[:2]
     health: list[tuple[float, int | str]] = []
     polling = threading.Event()
