@@ -656,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (a.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
     title = (
-        f"rnn-serve on {machine['cpus']} CPUs (load {machine['load_avg_1m']:.1f}), {threads} thread(s)/session, "
+        f"rnn-serve on {machine['cpus']} CPUs (load {machine['load_avg_1m']:.1f}), {lanes} worker(s) per family, "
+        f"{threads} thread(s)/session, "
         f"max batch {max_batch}; models: " + ", ".join(f"{m['name']} {m['version']}" for m in res["batched"]["models"])
     )
     try:

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         "a free worker takes what is queued (under load requests queue while it computes, so batches form)",
     )
     token_budget: int = Field(
-        2048,
+        1024,
         ge=64,
         description="padded tokens per sentiment sub-batch (a batch is sorted by "
         "length and cut so that short reviews are not padded to a long one)",

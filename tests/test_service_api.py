@@ -173,7 +173,7 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         "max_batch_size": 16,
         "batch_timeout_s": 0.01,
         "enabled": True,
-        "sentiment_token_budget": 2048,
+        "sentiment_token_budget": 1024,
     }
     assert info["runtime"]["device_requested"] == "cpu"
     assert info["runtime"]["workers_per_family"] == workers
