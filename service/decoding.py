@@ -176,28 +176,26 @@ def beam_search(
         vals, ids, state, att = top_step(tokens, state, memory, 2 * k)
         t += 1
         nb, m = len(active), vals.shape[1]
+        # a[rs, idx] picks a[r, idx[r, j], ...] (np.take_along_axis along axis 1, at a fraction
+        # of its per-call cost: it builds its index arrays in Python, ten times a step)
+        rs = np.arange(nb)[:, None]
         cand = (scores[:, :, None] + vals.reshape(nb, k, m)).reshape(nb, k * m)
         sel = np.argpartition(-cand, min(2 * k, k * m) - 1, axis=1)[:, : 2 * k]
-        top_scores = np.take_along_axis(cand, sel, 1)
+        top_scores = cand[rs, sel]
         order = np.argsort(-top_scores, axis=1, kind="stable")
-        sel, top_scores = np.take_along_axis(sel, order, 1), np.take_along_axis(top_scores, order, 1)
-        beam_of, tok_of = sel // m, np.take_along_axis(ids.reshape(nb, k * m), sel, 1)
+        sel, top_scores = sel[rs, order], top_scores[rs, order]
+        beam_of, tok_of = sel // m, ids.reshape(nb, k * m)[rs, sel]
         if attention:
             att = att.reshape(nb, k, -1)
-            step_att = np.take_along_axis(att, beam_of[:, :, None], axis=1)  # [nb, 2k, S]
-            prev_att = (
-                np.take_along_axis(attns, beam_of[:, :, None, None], axis=1)
-                if attns is not None
-                else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
-            )
-        prev_seqs = (
-            np.take_along_axis(seqs, beam_of[:, :, None], axis=1) if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
-        )
+            step_att = att[rs, beam_of]  # [nb, 2k, S]
+            prev_att = attns[rs, beam_of] if attns is not None else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
+        prev_seqs = seqs[rs, beam_of] if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
         is_eos = tok_of == eos
+        eos_rows = set(np.flatnonzero(is_eos[:, :k].any(axis=1)).tolist())
         done_rows = []
         for r, sent in enumerate(active):
             # EOS candidates that rank among the first k become finished hypotheses.
-            for j in np.flatnonzero(is_eos[r, :k]):
+            for j in np.flatnonzero(is_eos[r, :k]) if r in eos_rows else ():
                 if np.isfinite(top_scores[r, j]):
                     a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0) if attention else NO_ATTENTION
                     finished[sent].append(
@@ -211,19 +209,11 @@ def beam_search(
             if len(finished[sent]) >= k or t >= max_len[sent]:
                 done_rows.append(r)
         # Live beams: the best k non-EOS candidates (EOS ranked last so they are never picked).
-        pick = np.argsort(np.where(is_eos, 1, 0), axis=1, kind="stable")[:, :k]
-        new_scores = np.take_along_axis(top_scores, pick, 1)
-        new_beam = np.take_along_axis(beam_of, pick, 1)
-        new_tok = np.take_along_axis(tok_of, pick, 1)
-        seqs = np.concatenate([np.take_along_axis(prev_seqs, pick[:, :, None], 1), new_tok[:, :, None]], axis=2)
+        pick = np.argsort(is_eos, axis=1, kind="stable")[:, :k]
+        new_scores, new_beam, new_tok = top_scores[rs, pick], beam_of[rs, pick], tok_of[rs, pick]
+        seqs = np.concatenate([prev_seqs[rs, pick], new_tok[:, :, None]], axis=2)
         if attention:
-            attns = np.concatenate(
-                [
-                    np.take_along_axis(prev_att, pick[:, :, None, None], 1),
-                    np.take_along_axis(step_att, pick[:, :, None], 1)[:, :, None],
-                ],
-                axis=2,
-            )
+            attns = np.concatenate([prev_att[rs, pick], step_att[rs, pick][:, :, None]], axis=2)
         rows = (np.arange(nb)[:, None] * k + new_beam).reshape(-1)
         state = _take(state, rows)
         scores = new_scores
