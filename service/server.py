@@ -4,12 +4,13 @@ handlers, the OpenAPI description, graceful shutdown and the inference-worker wa
 Import this only through `service.__main__` (or `prepare_process()` first): prometheus_client
 must see PROMETHEUS_MULTIPROC_DIR before it is imported.
 
-LitServe is used as it ships, with three changes on the hot path (see `_LitServer`): requests and
-responses travel over plain multiprocessing pipes instead of a Manager process (each message
-used to cost a blocking round trip through that process, on the event loop for requests), the
-/v1 routes carry no dependency (the gateway does authentication; LitServe's sync no-op
-dependency cost two thread-pool hops per request), and there is no GZip middleware (the
-responses are small JSON).
+LitServe is used as it ships, with four changes on the hot path (see `_LitServer`, `_FastPath`):
+requests and responses travel over plain multiprocessing pipes instead of a Manager process (each
+message used to cost a blocking round trip through that process, on the event loop for requests),
+a /v1 body that validates goes from the gateway straight onto LitServe's queue (FastAPI's route
+answers the rest, with its documented errors), the /v1 routes carry no dependency (the gateway
+does authentication; LitServe's sync no-op dependency cost two thread-pool hops per request), and
+there is no GZip middleware (the responses are small JSON).
 
 And for failures and shutdown (tests/test_reliability_faults.py):
 - Only the HTTP process holds the listening socket: the main process closes its copy once the
