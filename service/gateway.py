@@ -7,7 +7,9 @@ additionally, before anything reaches a worker: API key (constant-time compariso
 inference worker has died (the server is going down to be restarted), Content-Type, body size
 (413), the bounded queue (429 + Retry-After; a request takes its slot before its body is read,
 so at most max_queue bodies are ever held), UTF-8 validity, the request deadline (504), and a
-503 for a request still running when the SIGTERM grace period ends.
+503 for a request still running when the SIGTERM grace period ends. Then a body that validates
+goes straight onto the inference workers' queue (`fast`, server._FastPath); any other goes to
+LitServe's FastAPI route, which says what to fix.
 """
 
 from __future__ import annotations
@@ -223,13 +225,13 @@ class Gateway:
                 M.REJECTED.labels(endpoint, "too_large").inc()
                 await _reply(send, 413, f"request body exceeds the limit of {self.s.max_payload_bytes} bytes")
                 return None
+        data = bytes(body)
         try:
-            body = bytes(body)
-            body.decode("utf-8")
+            data.decode("utf-8")
         except UnicodeDecodeError as e:
             await _reply(send, 422, f"request body is not valid UTF-8 (byte {e.start}); encode text as UTF-8 JSON")
             return None
-        return body
+        return data
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop a request body (up to the payload limit)."""
