@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 from tests.conftest import ROOT
+from tests.service_http import wait_for
 
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30.0"  # oldest Kubernetes the manifests are checked against (autoscaling/v2, policy/v1)
@@ -284,6 +286,87 @@ def test_dashboard_and_alerts_query_metrics_the_server_exports(server):
     wanted = queried_metrics()
     assert len(wanted) >= 10
     assert wanted <= exported, sorted(wanted - exported)
+
+
+def _promql(port: int, expr: str) -> list:
+    r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert r["status"] == "success", (expr, r)
+    return r["data"]["result"]
+
+
+def test_a_real_prometheus_scrapes_the_server_and_every_dashboard_and_alert_query_evaluates(server, tmp_path):
+    """deploy/prometheus's scrape job and rules, run by a real Prometheus (Debian's package) against
+    the real server: every Grafana panel query returns series once traffic (successes, a 413 and a
+    422) has flowed, and every alert expression evaluates (none firing: the server is up and well)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip(
+            "prometheus is not installed (apt-get install prometheus); the config and metric names are still checked"
+        )
+    from tests.conftest import free_port
+
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    prom["global"] = {**prom["global"], "scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "rnn-serve"]
+    job["static_configs"][0]["targets"] = [f"127.0.0.1:{server.port}"]
+    prom["scrape_configs"] = [job]
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom))
+    if shutil.which("promtool"):
+        r = subprocess.run(["promtool", "check", "rules", str(tmp_path / "alerts.yml")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    port = free_port()
+    cmd = [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}"]
+    cmd.append(f"--web.listen-address=127.0.0.1:{port}")
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: _ready(port),
+            timeout=30,
+            every=0.2,
+            what=f"Prometheus ready (log: {tmp_path / 'prometheus.log'})",
+        )
+        big = b'{"texts": ["' + b"a" * 2_100_000 + b'"]}'
+        deadline = time.monotonic() + 4  # several scrapes with traffic in between: rate() needs two samples
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while time.monotonic() < deadline:
+                assert c.post("/v1/sentiment", json={"texts": ["A fine film."]}).status_code == 200
+                assert c.post("/v1/translate", json={"texts": ["A dog runs."], "target_lang": "de"}).status_code == 200
+                assert c.post("/v1/sentiment", json={"texts": []}).status_code == 422
+                assert (
+                    c.post("/v1/sentiment", content=big, headers={"content-type": "application/json"}).status_code
+                    == 413
+                )
+                time.sleep(0.3)
+        wait_for(
+            lambda: _promql(port, 'count_over_time(up{job="rnn-serve"}[1m]) >= 8'),
+            timeout=30,
+            every=0.5,
+            what="eight scrapes",
+        )
+        assert [s["value"][1] for s in _promql(port, 'up{job="rnn-serve"}')] == ["1"]
+        for panel in dashboard()["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$__rate_interval", "1m")  # as Grafana fills it in, for 1 s scrapes
+                assert _promql(port, expr), (panel["title"], expr)  # series, not just no error
+        alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+        for rule in (r for g in alerts["groups"] for r in g["rules"]):
+            assert _promql(port, rule["expr"]) == [], rule["alert"]  # evaluates, and does not fire
+        loaded = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert {r["name"] for g in loaded for r in g["rules"]} == {
+            r["alert"] for g in alerts["groups"] for r in g["rules"]
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 # ----------------------------------------------------------------------------- Kubernetes
