@@ -49,3 +49,19 @@ def test_the_window_closes_on_time_without_company():
     payloads, _ = DynamicBatchLoop().get_batch_requests(api(0.1), q, None)
     took = time.monotonic() - t0
     assert [p[1] for p in payloads] == ["a"] and 0.08 < took < 0.3
+
+
+def test_with_no_window_a_free_worker_takes_what_is_queued_and_waits_for_nothing_more():
+    # The default (--batch-timeout 0): requests that queued while the worker computed leave together,
+    # up to max_batch_size; one that comes later is not waited for.
+    q: Queue = Queue()
+    for uid in "abcde":
+        q.put(item(uid, time.monotonic()))
+    late = threading.Timer(0.05, lambda: q.put(item("late", time.monotonic())))
+    late.start()
+    t0 = time.monotonic()
+    payloads, _ = DynamicBatchLoop().get_batch_requests(api(0.0, max_batch=4), q, None)
+    assert [p[1] for p in payloads] == ["a", "b", "c", "d"] and time.monotonic() - t0 < 0.04
+    payloads, _ = DynamicBatchLoop().get_batch_requests(api(0.0, max_batch=4), q, None)
+    assert [p[1] for p in payloads] == ["e"]  # alone: "late" was not there yet
+    late.join()

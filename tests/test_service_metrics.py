@@ -4,11 +4,17 @@ concurrent burst forms batches larger than one request."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
 from service.sentiment_model import SentimentModel
-from tests.service_http import burst, metrics, sample
+from tests.service_http import burst, inference_workers, metrics, sample, wait_for
 
 FAMILIES = {  # name -> type
     "rnnserve_requests": "counter",
@@ -160,3 +166,38 @@ def test_metrics_add_up_across_worker_processes(two_workers):
     assert delta("rnnserve_batch_size_requests_sum", endpoint="translate") == n_tr
     assert delta("rnnserve_queue_wait_seconds_count", endpoint="sentiment") == n_sent
     assert sample(after, "rnnserve_requests_in_flight", endpoint="sentiment") == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
+def test_with_the_default_window_requests_that_queue_behind_busy_workers_leave_in_batches(two_workers):
+    """No batch window (the default): the workers are frozen while 12 requests arrive, as if busy
+    with a long batch; thawed, each takes what is queued (at most --max-batch-size 8), so 12
+    requests leave in a few batches (two to four, as the two workers race), not twelve."""
+    assert httpx.get(f"{two_workers.url}/info").json()["batching"]["batch_timeout_s"] == 0
+    workers = inference_workers(two_workers.proc.pid)
+    n = 12
+    b0 = _batch_sizes(metrics(two_workers.url), "sentiment")
+    out: list = []
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
+    try:
+        sender = threading.Thread(
+            target=lambda: out.extend(
+                burst(two_workers.url, "/v1/sentiment", [{"texts": [REVIEWS[i % 4]]} for i in range(n)])
+            )
+        )
+        sender.start()
+        wait_for(lambda: in_flight(two_workers.url) >= n, timeout=30, what=f"{n} requests accepted")
+        time.sleep(0.5)  # accepted, then put on the queue by the (running) HTTP process
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGCONT)
+    sender.join(60)
+    assert [r.status_code for r in out] == [200] * n
+    batches, requests, _ = (a - b for a, b in zip(_batch_sizes(metrics(two_workers.url), "sentiment"), b0, strict=True))
+    # Two thawed workers race for the queue and may split it unevenly, but never one request each.
+    assert requests == n and batches <= n // 3, (batches, requests)
+
+
+def in_flight(url: str) -> float:
+    return sample(metrics(url), "rnnserve_requests_in_flight", endpoint="sentiment")
