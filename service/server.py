@@ -230,13 +230,14 @@ class _FastPath:
     /docs all stay FastAPI's). Measured on 2 cores, one review per request at concurrency 32: the
     HTTP process's CPU time per request fell from 0.71 to 0.30-0.34 ms."""
 
-    def __init__(self, server: ls.LitServer, models: dict[str, type]):
-        self.server, self.models = server, models
+    def __init__(self, server: ls.LitServer, models: dict[str, type], request_timeout: float):
+        self.server, self.models, self.request_timeout = server, models, request_timeout
         self._ids = itertools.count()
         self._prefix = ""
 
     def _uid(self) -> str:
-        # Unique per HTTP process; uuid4 costs a getrandom system call per request.
+        # Unique per HTTP process; uuid4 costs a getrandom system call per request. The prefix is
+        # made on first use, in the HTTP process: this object is built before it is forked.
         if not self._prefix:
             self._prefix = f"{os.getpid():x}-{time.monotonic_ns():x}-"
         return f"{self._prefix}{next(self._ids):x}"
@@ -263,11 +264,11 @@ class _FastPath:
             server.response_buffer.pop(uid, None)
         response, status = item.response
         if status == LitAPIStatus.ERROR:
-            return _error_reply(response)
+            return _error_reply(response, self.request_timeout)
         return 200, response.model_dump_json(exclude_none=True).encode(), {}
 
 
-def _error_reply(response: Any) -> tuple[int, bytes, dict[str, str]]:
+def _error_reply(response: Any, request_timeout: float) -> tuple[int, bytes, dict[str, str]]:
     """A worker's error answer (LitServe's conventions: an HTTPException, maybe pickled) as JSON."""
     if isinstance(response, bytes):
         with contextlib.suppress(Exception):
@@ -275,19 +276,15 @@ def _error_reply(response: Any) -> tuple[int, bytes, dict[str, str]]:
     if isinstance(response, HTTPException):
         status, detail, headers = response.status_code, response.detail, dict(response.headers or {})
         if status == 504:
-            detail = _timeout_detail()
+            detail = _timeout_detail(request_timeout)
         return status, json.dumps({"detail": detail}).encode(), headers
     log.error(f"inference worker answered with an error: {response!r}", extra={"event": "worker_error"})
     return 500, json.dumps({"detail": "internal error; the request id is in the X-Request-ID header"}).encode(), {}
 
 
-_REQUEST_TIMEOUT = [30.0]  # settings.request_timeout, for the 504 message (set by build)
-
-
-def _timeout_detail() -> str:
-    return (
-        f"request waited more than {_REQUEST_TIMEOUT[0]:g} s for a model worker; the server is overloaded: retry later"
-    )
+def _timeout_detail(request_timeout: float) -> str:
+    """LitServe's 504 (a request waited in the queue past its timeout), saying what to do."""
+    return f"request waited more than {request_timeout:g} s for a model worker; the server is overloaded: retry later"
 
 
 async def _no_auth() -> None:
@@ -419,7 +416,7 @@ def discover(settings: Settings) -> tuple[bool, list[str]]:
 def check_device(settings: Settings) -> str:
     """Fail at start-up, with a clear message, when --device cuda cannot work; report the provider."""
     if settings.device == "cpu":
-        return "CPUExecutionProvider"
+        return CPU
     arts = find_artifacts(settings.models_dir)
     if not arts:
         return CPU  # build() says what is missing
@@ -592,7 +589,7 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> ls.LitSer
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail, status = exc.detail, exc.status_code
         if status == 504:  # LitServe: the request waited in the queue past the timeout
-            detail = _timeout_detail()
+            detail = _timeout_detail(settings.request_timeout)
         elif status == 400 and request.url.path.startswith("/v1/"):
             # FastAPI's answer when json.loads fails with something other than a syntax error:
             # nesting deeper than the parser's recursion limit, an integer of more than 4300
@@ -625,8 +622,7 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> ls.LitSer
         log.error("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the request id is in the X-Request-ID header"}, status_code=500)
 
-    _REQUEST_TIMEOUT[0] = settings.request_timeout
-    fast = _FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest})
+    fast = _FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, settings.request_timeout)
     app.add_middleware(Gateway, settings=settings, state=state, fast=fast)
     return server
 

@@ -46,7 +46,7 @@ def _fast(answer):
     server = SimpleNamespace(response_buffer={}, app=SimpleNamespace(response_queue_id=0))
     worker = _Worker(server, answer)
     server._get_request_queue = lambda path: worker
-    return S._FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}), server, worker
+    return S._FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, 30.0), server, worker
 
 
 def test_a_valid_body_goes_to_the_queue_validated_and_comes_back_as_json():
@@ -108,7 +108,7 @@ def test_worker_errors_keep_their_status_detail_and_headers():
 
 
 def test_a_queue_timeout_says_the_server_is_overloaded_and_anything_else_is_a_500():
-    status, body, _ = S._error_reply(HTTPException(504, "Request timed out"))
+    status, body, _ = S._error_reply(HTTPException(504, "Request timed out"), 30.0)
     assert status == 504 and "the server is overloaded: retry later" in json.loads(body)["detail"]
-    status, body, _ = S._error_reply(RuntimeError("boom"))
+    status, body, _ = S._error_reply(RuntimeError("boom"), 30.0)
     assert status == 500 and "boom" not in body.decode()  # the log has it, the client does not
