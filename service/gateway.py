@@ -191,13 +191,7 @@ class Gateway:
             body = await self._read_body(receive, send, endpoint) if post else None
             if post and body is None:  # answered (413, 422) or the client went away
                 return
-            if body is not None and self.fast is not None:
-                reply = await asyncio.wait_for(self.fast(endpoint, body), timeout=self.s.request_timeout + 5)
-                if reply is not None:
-                    await _send_json(send, *reply)
-                    return
-            receive_ = receive if body is None else _replay(body, receive)
-            await asyncio.wait_for(self.app(scope, receive_, send), timeout=self.s.request_timeout + 5)
+            await asyncio.wait_for(self._forward(scope, receive, send, endpoint, body), self.s.request_timeout + 5)
         except asyncio.TimeoutError:
             M.REJECTED.labels(endpoint, "timeout").inc()
             if not state["started"]:
@@ -211,6 +205,15 @@ class Gateway:
         finally:
             self.in_flight[endpoint] -= 1
             M.IN_FLIGHT.labels(endpoint).dec()
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, endpoint: str, body: bytes | None) -> None:
+        """A body that validates straight to the workers (the fast path); the rest to the app."""
+        if body is not None and self.fast is not None:
+            reply = await self.fast(endpoint, body)
+            if reply is not None:
+                await _send_json(send, *reply)
+                return
+        await self.app(scope, receive if body is None else _replay(body, receive), send)
 
     async def _read_body(self, receive: Receive, send: Send, endpoint: str) -> bytes | None:
         """The whole body; None once answered (413 past the limit, 422 if not UTF-8) or disconnected."""
