@@ -191,11 +191,11 @@ def beam_search(
             prev_att = attns[rs, beam_of] if attns is not None else np.zeros((nb, 2 * k, 0, att.shape[2]), att.dtype)
         prev_seqs = seqs[rs, beam_of] if t > 1 else np.zeros((nb, 2 * k, 0), np.int64)
         is_eos = tok_of == eos
-        eos_rows = set(np.flatnonzero(is_eos[:, :k].any(axis=1)).tolist())
+        has_eos = is_eos[:, :k].any(axis=1).tolist()
         done_rows = []
         for r, sent in enumerate(active):
             # EOS candidates that rank among the first k become finished hypotheses.
-            for j in np.flatnonzero(is_eos[r, :k]) if r in eos_rows else ():
+            for j in np.flatnonzero(is_eos[r, :k]) if has_eos[r] else ():
                 if np.isfinite(top_scores[r, j]):
                     a = np.concatenate([prev_att[r, j], step_att[r, j][None]], axis=0) if attention else NO_ATTENTION
                     finished[sent].append(
