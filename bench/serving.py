@@ -264,8 +264,8 @@ def measure_served(srv: ServerProcess, endpoint: str, bodies: list[bytes], conc:
 
 
 class Raw:
-    """The same inputs through the same model classes in this process: no HTTP, no queues, the
-    batches the server can form at best (min(concurrency, max batch size))."""
+    """The same inputs through the same model classes the server's workers use, in one process
+    (a RawLanes lane): no HTTP, no queues, batches of the size a worker can form."""
 
     def __init__(
         self,
@@ -313,12 +313,13 @@ class Raw:
 
 
 def _raw_lane(conn: Any, kwargs: dict[str, Any], texts: dict[str, list[str]]) -> None:
-    """One raw lane (a process, like one inference worker): load the models, then run its share."""
+    """One raw lane (a process, like one inference worker): load the models, then run its share
+    (or its first `limit` texts)."""
     raw = Raw(**kwargs)
     conn.send("ready")
     while (cmd := conn.recv()) is not None:
-        endpoint, batch, extra = cmd
-        conn.send(getattr(raw, endpoint)(texts[endpoint], batch, extra))
+        endpoint, batch, extra, limit = cmd
+        conn.send(getattr(raw, endpoint)(texts[endpoint][:limit], batch, extra))
 
 
 class RawLanes:
@@ -342,10 +343,10 @@ class RawLanes:
             if c.recv() != "ready":
                 raise RuntimeError("a raw lane failed to start")
 
-    def run(self, endpoint: str, batch: int, extra: Any) -> dict[str, Any]:
+    def run(self, endpoint: str, batch: int, extra: Any, limit: int | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         for c in self.conns:
-            c.send((endpoint, batch, extra))
+            c.send((endpoint, batch, extra, limit))
         parts = [c.recv() for c in self.conns]
         wall = time.perf_counter() - t0
         n = sum(r["requests"] for r in parts)
@@ -573,10 +574,11 @@ def main(argv: list[str] | None = None) -> int:
                 {"sentiment": reviews, "translate": sentences},
             )
 
-            def raw_run(endpoint: str, texts: list[str], batched: bool) -> dict[str, Any]:
-                if endpoint == "sentiment":
-                    return raw.run(endpoint, b_sent if batched else 1, budget)
-                return raw.run(endpoint, b_trans if batched else 1, a.beam)
+            raw_batch = {"sentiment": b_sent, "translate": b_trans}
+            raw_extra = {"sentiment": budget, "translate": a.beam}  # token budget, beam size
+
+            def raw_run(endpoint: str, batched: bool, limit: int | None = None) -> dict[str, Any]:
+                return raw.run(endpoint, raw_batch[endpoint] if batched else 1, raw_extra[endpoint], limit)
 
             # Warm up everything once, then interleave the measurements round by round, so that a
             # change in the machine's load (training runs, other jobs) hits every configuration alike.
@@ -587,11 +589,11 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(_load(srv.port, "/v1/translate", trans_bodies[: a.warmup], a.translate_concurrency))
             for endpoint, texts in (("sentiment", reviews), ("translate", sentences)):
                 if texts:
-                    raw_run(endpoint, texts, True)
+                    raw_run(endpoint, True, limit=max(1, a.warmup // lanes))
             for rnd in range(1, a.rounds + 1):
-                for endpoint, bodies, texts, conc in (
-                    ("sentiment", sent_bodies, reviews, a.sentiment_concurrency),
-                    ("translate", trans_bodies, sentences, a.translate_concurrency),
+                for endpoint, bodies, conc in (
+                    ("sentiment", sent_bodies, a.sentiment_concurrency),
+                    ("translate", trans_bodies, a.translate_concurrency),
                 ):
                     if not bodies:
                         continue
@@ -605,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                     for name, batched in (("raw", True), ("raw_single", False)):
-                        r = raw_run(endpoint, texts, batched)
+                        r = raw_run(endpoint, batched)
                         runs[name][endpoint].append(r)
                         print(
                             f"[round {rnd}] {name:9s} {endpoint:9s} {r['throughput']:8.1f} texts/s (no HTTP: {lanes} "
