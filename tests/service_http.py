@@ -4,9 +4,12 @@ bursts, polling, log reading."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,11 @@ def sample(fams: dict[str, list], name: str, **labels: str) -> float:
         if name.endswith(suffix) and name.removesuffix(suffix) in fams:
             family = name.removesuffix(suffix)
     return sum(s.value for s in fams.get(family, []) if s.name == name and labels.items() <= s.labels.items())
+
+
+def in_flight(url: str, endpoint: str) -> float:
+    """Requests the server has accepted on `endpoint` and not yet answered (its gauge)."""
+    return sample(metrics(url), "rnnserve_requests_in_flight", endpoint=endpoint)
 
 
 def burst(
@@ -82,3 +90,15 @@ def inference_workers(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
     return [c for _, c in sorted(workers)]
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]) -> Iterator[None]:
+    """The processes stopped (SIGSTOP) for the block, resumed (SIGCONT) after it, whatever happens."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.reliability_http import BackgroundLoad, Load
-from tests.service_http import inference_workers, log_records, metrics, sample, wait_for
+from tests.service_http import frozen, in_flight, inference_workers, log_records, wait_for
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="needs Linux /proc for the server's processes"
@@ -40,10 +40,6 @@ def heavy_translation(i: int) -> dict:
     (about half a second here)."""
     texts = [" ".join(WORDS[(i + k + j) % len(WORDS)] for j in range(200))[:1000] for k in range(64)]
     return {"texts": texts, "target_lang": "de", "beam_size": 8, "max_length": 256}
-
-
-def in_flight(url: str, endpoint: str) -> float:
-    return sample(metrics(url), "rnnserve_requests_in_flight", endpoint=endpoint)
 
 
 def server_log_statuses(server) -> dict[str, int]:
@@ -266,13 +262,10 @@ def test_requests_beyond_the_grace_period_get_503_and_the_server_still_exits(sta
     wait_for(lambda: in_flight(srv.url, "translate") >= 8, timeout=30, what="eight long requests in flight")
     workers = inference_workers(srv.proc.pid)
     assert workers
-    for w in workers:
-        os.kill(w, signal.SIGSTOP)
-    term = time.monotonic()
-    srv.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.5)
-    for w in workers:
-        os.kill(w, signal.SIGCONT)
+    with frozen(workers):
+        term = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
     code = srv.proc.wait(30)
     took = time.monotonic() - term
     sender.join(30)

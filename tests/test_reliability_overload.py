@@ -22,7 +22,7 @@ import pytest
 from bench.proctree import tree_rss_mb
 from service.sentiment_model import SentimentModel
 from tests.reliability_http import Load, burst
-from tests.service_http import metrics, sample, wait_for
+from tests.service_http import in_flight, metrics, sample, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory from Linux /proc")
 
@@ -194,7 +194,7 @@ def test_requests_still_uploading_hold_their_place_in_the_queue(busy_server):
         t.start()
     try:
         wait_for(
-            lambda: sample(metrics(busy_server.url), "rnnserve_requests_in_flight", endpoint="sentiment") >= MAX_QUEUE,
+            lambda: in_flight(busy_server.url, "sentiment") >= MAX_QUEUE,
             timeout=30,
             what="every slot taken by an upload",
         )

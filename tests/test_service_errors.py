@@ -5,9 +5,7 @@ Retry-After) and the request timeout (504)."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_http import burst, inference_workers, log_records, metrics, sample, wait_for
+from tests.service_http import burst, frozen, in_flight, inference_workers, log_records, metrics, sample, wait_for
 
 S, T = "/v1/sentiment", "/v1/translate"
 OK_T = {"target_lang": "de"}
@@ -292,7 +290,7 @@ def heavy_translation() -> dict:
 
 
 def _in_flight(server) -> float:
-    return sample(metrics(server.url), "rnnserve_requests_in_flight", endpoint="translate")
+    return in_flight(server.url, "translate")
 
 
 def _start_heavy(server, n: int) -> tuple[list[threading.Thread], list[httpx.Response]]:
@@ -316,14 +314,9 @@ def test_request_past_its_timeout_gets_504(small_server):
     # answered as usual.
     workers = inference_workers(small_server.proc.pid)
     assert workers
-    for w in workers:
-        os.kill(w, signal.SIGSTOP)
-    try:
+    with frozen(workers):
         threads, out = _start_heavy(small_server, 1)
         time.sleep(0.6)
-    finally:
-        for w in workers:
-            os.kill(w, signal.SIGCONT)
     for t in threads:
         t.join(60)
     out.append(httpx.post(f"{small_server.url}{T}", json={"texts": ["A dog runs."], **OK_T}, timeout=60))
@@ -340,14 +333,9 @@ def test_full_queue_gets_429_with_retry_after(small_server):
     # arrives: the queue is full for certain, however fast or loaded the machine is.
     workers = inference_workers(small_server.proc.pid)
     assert workers
-    for w in workers:
-        os.kill(w, signal.SIGSTOP)
-    try:
+    with frozen(workers):
         threads, out = _start_heavy(small_server, 2)  # both slots taken
         rejected = burst(small_server.url, T, [{"texts": [f"A dog runs {i}."], **OK_T} for i in range(8)])
-    finally:
-        for w in workers:
-            os.kill(w, signal.SIGCONT)
     assert len(rejected) == 8
     for r in rejected:
         assert_error(r, 429, "server busy", "retry")

@@ -4,8 +4,6 @@ concurrent burst forms batches larger than one request."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ import httpx
 import pytest
 
 from service.sentiment_model import SentimentModel
-from tests.service_http import burst, inference_workers, metrics, sample, wait_for
+from tests.service_http import burst, frozen, in_flight, inference_workers, metrics, sample, wait_for
 
 FAMILIES = {  # name -> type
     "rnnserve_requests": "counter",
@@ -178,26 +176,17 @@ def test_with_the_default_window_requests_that_queue_behind_busy_workers_leave_i
     n = 12
     b0 = _batch_sizes(metrics(two_workers.url), "sentiment")
     out: list = []
-    for w in workers:
-        os.kill(w, signal.SIGSTOP)
-    try:
+    with frozen(workers):
         sender = threading.Thread(
             target=lambda: out.extend(
                 burst(two_workers.url, "/v1/sentiment", [{"texts": [REVIEWS[i % 4]]} for i in range(n)])
             )
         )
         sender.start()
-        wait_for(lambda: in_flight(two_workers.url) >= n, timeout=30, what=f"{n} requests accepted")
+        wait_for(lambda: in_flight(two_workers.url, "sentiment") >= n, timeout=30, what=f"{n} requests accepted")
         time.sleep(0.5)  # accepted, then put on the queue by the (running) HTTP process
-    finally:
-        for w in workers:
-            os.kill(w, signal.SIGCONT)
     sender.join(60)
     assert [r.status_code for r in out] == [200] * n
     batches, requests, _ = (a - b for a, b in zip(_batch_sizes(metrics(two_workers.url), "sentiment"), b0, strict=True))
     # Two thawed workers race for the queue and may split it unevenly, but never one request each.
     assert requests == n and batches <= n // 3, (batches, requests)
-
-
-def in_flight(url: str) -> float:
-    return sample(metrics(url), "rnnserve_requests_in_flight", endpoint="sentiment")
