@@ -34,7 +34,6 @@ from service.schemas import (
     TranslateResponse,
     TranslateResult,
 )
-from service.sentiment_model import softmax
 
 log = logging.getLogger("service.worker")
 
@@ -214,7 +213,7 @@ class SentimentAPI(_Base):
         started = time.time()
         texts = [t for r in reqs for t in r.texts]
         enc = self.model.encode(texts)
-        probs = softmax(self.model.logits(enc, token_budget=self.token_budget))
+        probs = self.model.probabilities(self.model.logits(enc, token_budget=self.token_budget))
         self._observe(reqs, len(texts), started)
         M.TOKENS.labels(self.endpoint, "input").inc(enc.tokens)
         M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)

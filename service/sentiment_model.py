@@ -78,6 +78,8 @@ class SentimentModel:
         self.precision = "int8" if self.model_file == INT8_FILE else "fp32"
         self.name = self.meta["name"]
         self.version = self.meta["version"]
+        # Fitted on validation at export (temperature scaling); 1.0 for artifacts made before it.
+        self.temperature = float(self.meta.get("temperature", 1.0))
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         return Encoded(
@@ -105,9 +107,13 @@ class SentimentModel:
             start = end
         return out
 
+    def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """Calibrated class probabilities: softmax(logits / T), T the artifact's temperature."""
+        return softmax(logits / (self.temperature if temperature is None else temperature))
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities [N, C] (softmax of logits), in input order."""
-        return softmax(self.logits(self.encode(texts)))
+        """Calibrated class probabilities [N, C], in input order."""
+        return self.probabilities(self.logits(self.encode(texts)))
 
     def check_golden(self, atol: float = 1e-4) -> None:
         """Recompute the golden examples stored at export; refuse a model that disagrees.

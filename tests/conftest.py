@@ -18,7 +18,7 @@ import httpx
 import pytest
 import torch
 
-from tests.synthetic import write_imdb, write_multi30k
+from tests.synthetic import write_imdb, write_multi30k, write_short_sets
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny models train fastest on one thread; more only fight over the cores (and with the server).
@@ -29,6 +29,7 @@ torch.set_num_threads(1)
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_imdb(root)
+    write_short_sets(root)
     write_multi30k(root)
     return root
 
@@ -40,7 +41,7 @@ def sentiment_run(data_dir, tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("sentiment-run")
     cfg = SentimentConfig(vocab_size=500, min_freq=1, max_len=48, head_len=16, embed_dim=16, hidden_dim=16)
-    train(run, data_dir, cfg, TrainConfig(epochs=2, batch_size=32, lr=5e-3))
+    train(run, data_dir, cfg, TrainConfig(epochs=2, token_budget=1024, max_batch=32, lr=5e-3))
     return run
 
 

@@ -1,6 +1,7 @@
 """Small synthetic datasets in the real on-disk formats, so tests run anywhere in seconds.
 
 IMDB: `imdb/imdb_{train,test}.jsonl.xz` with reviews whose label follows their words.
+Short texts: `sentiment/<source>/<split>.jsonl.gz` for three of the real sources, one-liners likewise.
 Multi30k: `multi30k/{train,val,test_2016_flickr}.{en,de,fr}.gz`, captions translated word by word.
 """
 
@@ -71,6 +72,28 @@ def write_imdb(root: Path, n_train: int = 400, n_test: int = 200, seed: int = 0)
         rows = [{"id": i, "rating": 9 if i % 2 else 2, "label": i % 2, "text": review(rng, i % 2)} for i in range(n)]
         with lzma.open(root / "imdb" / f"imdb_{split}.jsonl.xz", "wt", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+SHORT_SETS = {  # source -> {split file: rows}
+    "sst2": {"train": 300, "dev": 60},
+    "yelp_shen_sentences": {"dev": 300, "test": 300},
+    "semeval_twitter": {"train": 500},
+}
+
+
+def one_liner(rng: random.Random, label: int) -> str:
+    words = [rng.choice(FILL[:-1]) for _ in range(rng.randint(1, 8))]
+    words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label else NEG))
+    return " ".join(words)
+
+
+def write_short_sets(root: Path, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    for source, splits in SHORT_SETS.items():
+        (root / "sentiment" / source).mkdir(parents=True, exist_ok=True)
+        for split, n in splits.items():
+            with gzip.open(root / "sentiment" / source / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+                f.writelines(json.dumps({"text": one_liner(rng, i % 2), "label": i % 2}) + "\n" for i in range(n))
 
 
 def caption(rng: random.Random) -> tuple[str, str, str]:

@@ -70,6 +70,21 @@ def test_apostrophe_variants_make_the_same_word(apostrophe):
     assert tokenize(f"Don{apostrophe}t miss it{apostrophe}s end") == ["don't", "miss", "it's", "end"]
 
 
+def test_links_and_handles_become_one_token_each():
+    # Tweets: the letters of a link or a user name say nothing about sentiment.
+    assert tokenize("@united lost my bag https://t.co/x1Y www.example.com/a?b=1 ugh") == [
+        "@",
+        "user",
+        "lost",
+        "my",
+        "bag",
+        "http",
+        "http",
+        "ugh",
+    ]
+    assert tokenize("mail me@example.com") == ["mail", "me", "@", "example", ".", "com"]  # not a handle
+
+
 def test_quotes_around_words_are_separate_tokens():
     assert tokenize("'Quoted' rock'n'roll") == ["'", "quoted", "'", "rock'n'roll"]
 
@@ -89,7 +104,9 @@ def _reference_normalize(text: str) -> str:
     text = re.sub(r"<br\s*/?>", " ", text, flags=re.IGNORECASE)
     text = re.sub(r"</?[a-z][^>]{0,40}>", " ", text, flags=re.IGNORECASE)
     text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text if not "\ufe00" <= ch <= "\ufe0f")
-    return re.sub(r"(\W)\1{3,}", r"\1\1\1\1", text).lower()
+    text = re.sub(r"(\W)\1{3,}", r"\1\1\1\1", text)
+    text = re.sub(r"\b(?:https?://|www\.)\S+", "http", text, flags=re.IGNORECASE)
+    return re.sub(r"(?<!\w)@\w+", "@user", text).lower()
 
 
 def test_fast_normalize_matches_the_per_character_reference():

@@ -1,6 +1,7 @@
 """Sentiment training and export (training.sentiment.*, training.export): a tiny model trained for
-a few steps on synthetic IMDB and pushed through the real export + parity code (conftest), then
-checked for what the artifact promises; the parity gate refusing an altered model; resume."""
+a few steps on synthetic IMDB and short texts and pushed through the real export + parity code
+(conftest), then checked for what the artifact promises; the parity gate refusing an altered
+model; resume; the mixture sampler."""
 
 from __future__ import annotations
 
@@ -20,12 +21,22 @@ import training.sentiment.train as sent_train
 from service.artifacts import sha256_file
 from service.sentiment_model import SentimentModel
 from service.text import Vocab
+from tests.synthetic import SHORT_SETS
 from training.export import ParityError, onnx_export, op_types
 from training.export import main as export_main
+from training.sentiment.corpus import IMDB, load_corpus
 from training.sentiment.data import bucketed_batches, load_split, stratified_split
 from training.sentiment.export import check_sentiment_parity, load_checkpoint, parity_batch
 from training.sentiment.model import SentimentClassifier, SentimentConfig
-from training.sentiment.train import TrainConfig, encode_reviews, make_batch, train
+from training.sentiment.train import (
+    TrainConfig,
+    draw_mixture,
+    encode_reviews,
+    make_batch,
+    parse_caps,
+    token_budget_batches,
+    train,
+)
 
 TINY = SentimentConfig(vocab_size=500, min_freq=1, max_len=48, head_len=16, embed_dim=16, hidden_dim=16)
 
@@ -42,9 +53,8 @@ def meta(artifact):
 
 @pytest.fixture(scope="module")
 def reviews(data_dir):
-    """The validation reviews the export's parity gate uses (real file format, mixed lengths)."""
-    train_all = load_split(data_dir, "train")
-    return parity_batch(stratified_split(train_all, TrainConfig().val_fraction, TrainConfig().seed)[1])
+    """The validation texts the export's parity gate uses (real file formats, mixed lengths)."""
+    return parity_batch([r for rows in load_corpus(data_dir).val.values() for r in rows])
 
 
 # --- data helpers ------------------------------------------------------------------------------
@@ -75,6 +85,50 @@ def test_bucketed_batches_cover_everything_once_and_pad_little():
     assert a != list(bucketed_batches(lengths, 32, shuffle=True, seed=2))
 
 
+def test_corpus_has_a_validation_split_per_domain_disjoint_from_train(data_dir):
+    corpus = load_corpus(data_dir)
+    assert set(corpus.train) == set(corpus.val) == {IMDB, "sst2", "yelp_shen_sentences", "semeval_twitter"}
+    assert len(corpus.val[IMDB]) == 40 and len(corpus.val["sst2"]) == 60  # SST-2's dev set as given
+    for d in corpus.train:
+        assert corpus.train[d] and corpus.val[d]
+        if d not in (IMDB, "sst2"):  # a partition of the source's files
+            assert len(corpus.train[d]) + len(corpus.val[d]) == sum(SHORT_SETS[d].values())
+        assert abs(sum(r.label for r in corpus.val[d]) / len(corpus.val[d]) - 0.5) < 0.05  # stratified
+    assert load_corpus(data_dir).val == corpus.val  # fixed seed
+
+
+def test_an_unknown_source_folder_is_refused_with_its_name(data_dir, tmp_path):
+    shutil.copytree(data_dir, tmp_path / "d")
+    (tmp_path / "d" / "sentiment" / "my_tweets").mkdir()
+    with pytest.raises(ValueError, match="unknown sentiment source 'my_tweets'"):
+        load_corpus(tmp_path / "d")
+
+
+def test_mixture_caps_each_domain_and_rotates_through_it():
+    enc = sent_train.Encoded
+    train = {"big": enc([[i] for i in range(100)], [i % 2 for i in range(100)]), "small": enc([[7]] * 5, [1] * 5)}
+    caps = parse_caps(30, "small=10")
+    assert caps == {"": 30, "small": 10}
+    epochs = [draw_mixture(train, caps, e, seed=1) for e in (1, 2, 3, 4)]
+    for rows in epochs:
+        assert sum(d == "big" for _, _, d in rows) == 30 and sum(d == "small" for _, _, d in rows) == 5
+    seen = [ids[0] for rows in epochs[:3] for ids, _, d in rows if d == "big"]
+    assert len(set(seen)) == 90  # three windows of a fixed permutation: no repeats before it wraps
+    assert draw_mixture(train, caps, 1, seed=1) == epochs[0]
+
+
+def test_token_budget_batches_cover_everything_once_within_budget():
+    import random
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(1, 12, 900), rng.integers(200, 400, 100)]).tolist()
+    batches = token_budget_batches(lengths, budget=4096, max_batch=128, rng=random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) * max(lengths[i] for i in b) <= 4096 or len(b) == 1 for b in batches)
+    assert max(map(len, batches)) == 128  # short texts travel in wide batches
+    assert min(map(len, batches)) <= 20  # long reviews in narrow ones
+
+
 # --- the training run --------------------------------------------------------------------------
 
 
@@ -89,6 +143,10 @@ def test_training_run_writes_its_outputs(sentiment_run):
     assert best["config"]["vocab_size"] == len(best["vocab"]) == report["vocab_size"] <= 500
     assert best["vocab"][:2] == ["<pad>", "<unk>"]
     assert best["state"]["best_acc"] == max(r["val_acc"] for r in report["history"])
+    for r in report["history"]:
+        assert set(r["val_acc_by_domain"]) == {IMDB, "sst2", "yelp_shen_sentences", "semeval_twitter"}
+        assert r["val_acc"] == pytest.approx(np.mean(list(r["val_acc_by_domain"].values())))
+    assert (sentiment_run / "domains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     SentimentClassifier(SentimentConfig.from_dict(best["config"])).load_state_dict(best["model"])
 
 
@@ -106,21 +164,21 @@ def test_a_finished_run_resumes_without_retraining(sentiment_run, tmp_path, data
 
 
 def test_interrupted_run_resumes_at_the_next_epoch_as_if_never_stopped(tmp_path, data_dir, monkeypatch, capsys):
-    tcfg = TrainConfig(epochs=3, batch_size=32, lr=5e-3, limit=200)
+    tcfg = TrainConfig(epochs=3, token_budget=1024, max_batch=32, lr=5e-3, limit=200)
     straight = train(tmp_path / "straight", data_dir, TINY, tcfg)
 
-    real = sent_train.bucketed_batches
+    real = sent_train.draw_mixture
 
-    def power_cut(lengths, batch_size, *, shuffle, seed=0, **kw):
-        if shuffle and seed == tcfg.seed + 3:
+    def power_cut(train, caps, epoch, seed):
+        if epoch == 3:
             raise RuntimeError("power cut during epoch 3")
-        return real(lengths, batch_size, shuffle=shuffle, seed=seed, **kw)
+        return real(train, caps, epoch, seed)
 
-    monkeypatch.setattr(sent_train, "bucketed_batches", power_cut)
+    monkeypatch.setattr(sent_train, "draw_mixture", power_cut)
     with pytest.raises(RuntimeError, match="power cut"):
         train(tmp_path / "cut", data_dir, TINY, tcfg)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["state"]["epoch"] == 2
-    monkeypatch.setattr(sent_train, "bucketed_batches", real)
+    monkeypatch.setattr(sent_train, "draw_mixture", real)
     weights = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
     resumed = train(tmp_path / "cut", data_dir, TINY, tcfg)
     assert "resumed from" in capsys.readouterr().out
@@ -227,7 +285,16 @@ def test_metadata_records_provenance_and_metrics(meta, sentiment_run):
     assert meta["task"] == "sentiment" and meta["git_commit"] and meta["version"]
     best = torch.load(sentiment_run / "best.pt", weights_only=False)
     assert SentimentConfig.from_dict(meta["config"]) == SentimentConfig.from_dict(best["config"])
-    for split in ("validation", "test"):
+    sources = meta["data"]["sources"]
+    assert set(sources) == {IMDB, "sst2", "yelp_shen_sentences", "semeval_twitter"}
+    assert all(s["terms"] and s["source"] and s["train"] > 0 and s["validation"] > 0 for s in sources.values())
+    by_domain = meta["metrics"]["validation_by_domain"]
+    assert {d: r["n"] for d, r in by_domain.items()} == {d: s["validation"] for d, s in sources.items()}
+    assert meta["metrics"]["validation_mean_accuracy"] == pytest.approx(
+        np.mean([r["accuracy"] for r in by_domain.values()]), abs=1e-5
+    )
+    assert meta["metrics"]["served_precision"] == "fp32"
+    for split in ("validation_pooled", "imdb_test_fp32"):
         m = meta["metrics"][split]
         assert {"accuracy", "precision", "recall", "f1", "confusion_matrix"} <= set(m)
         assert sum(map(sum, m["confusion_matrix"]["rows_true_cols_pred"])) == m["n"]
@@ -235,12 +302,33 @@ def test_metadata_records_provenance_and_metrics(meta, sentiment_run):
         assert m["accuracy"] == pytest.approx((tp + tn) / m["n"], abs=1e-5)
         assert m["precision"] == pytest.approx(tp / max(1, tp + fp), abs=1e-5)
         assert m["recall"] == pytest.approx(tp / max(1, tp + fn), abs=1e-5)
-    assert meta["metrics"]["test"]["n"] == 200 and meta["metrics"]["validation"]["n"] == 40
+    assert meta["metrics"]["imdb_test_fp32"]["n"] == 200
+    assert meta["metrics"]["validation_pooled"]["n"] == sum(s["validation"] for s in sources.values())
+
+
+def test_metadata_records_calibration_and_the_service_applies_it(artifact, meta):
+    cal = meta["calibration"]
+    assert cal["temperature"] == meta["temperature"] > 0
+    assert 0 <= cal["ece_after"] <= cal["ece_before"] + 1e-3  # fitted by NLL, so ECE usually falls too
+    rt = SentimentModel(artifact)
+    assert rt.temperature == meta["temperature"]
+    texts = ["great film", "awful and boring"]
+    logits = rt.logits(rt.encode(texts))
+    t = meta["temperature"]
+    expected = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+    np.testing.assert_allclose(rt.predict(texts), expected, rtol=1e-5)
+
+
+def test_metadata_records_behavioural_failure_rates(meta):
+    b = meta["behaviour"]
+    assert b["cases"] >= 300
+    assert set(b["failure_rates"]) >= {"negation", "idioms", "contrast", "typos", "emoji", "mixed"}
+    assert all(0 <= r <= 1 for r in b["failure_rates"].values())
 
 
 def test_golden_check_passes(artifact):
     SentimentModel(artifact).check_golden()
-    assert len(json.loads((artifact / "metadata.json").read_text())["golden"]["logits"]) == 4
+    assert len(json.loads((artifact / "metadata.json").read_text())["golden"]["logits"]) == 5
 
 
 def test_runtime_and_training_encode_reviews_identically(artifact, reviews):
@@ -291,7 +379,7 @@ def test_parity_gate_names_rows_whose_label_differs(sentiment_run, artifact, rev
         margin = float((logits[:, 1] - logits[:, 0]).abs().max()) + 1
         pred = logits.argmax(1)
         model.out.bias[1] += margin if pred.float().mean() < 0.5 else -margin
-    with pytest.raises(ParityError, match=r"labels differ between PyTorch and ONNX for batch rows \[0, 1"):
+    with pytest.raises(ParityError, match=r"labels differ between PyTorch and ONNX for batch rows \[\d+, \d+"):
         check_sentiment_parity(model, artifact / "model.onnx", vocab, reviews)
 
 

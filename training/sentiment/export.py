@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +15,11 @@ from service.artifacts import write_metadata
 from service.sentiment_model import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
 from service.text import Vocab
 from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
-from training.sentiment.data import IMDB_URL, Review, load_split, stratified_split
+from training.sentiment.behaviour import all_cases, run_suite
+from training.sentiment.calibration import expected_calibration_error, fit_temperature, reliability_table
+from training.sentiment.card import card
+from training.sentiment.corpus import SOURCES, load_corpus
+from training.sentiment.data import Review, load_split, stratified_split
 from training.sentiment.model import SentimentClassifier, SentimentConfig
 from training.sentiment.train import TrainConfig, encode_reviews, make_batch
 
@@ -26,7 +29,10 @@ GOLDEN_TEXTS = [
     "A dull, badly written mess. I want my two hours back.",
     "It was okay, I guess.",
     "<br /><br />Not bad at all!",
+    "@united lost my bag again http://t.co/x 😡",
 ]
+NAME = "sentiment-bilstm-multidomain"
+INT8_MAX_DROP = 0.3  # points of mean per-domain validation accuracy the int8 variant may lose
 
 
 def load_checkpoint(run: Path) -> tuple[SentimentClassifier, Vocab, dict]:
@@ -37,7 +43,7 @@ def load_checkpoint(run: Path) -> tuple[SentimentClassifier, Vocab, dict]:
 
 
 def parity_batch(reviews: list[Review], n: int = 32) -> list[Review]:
-    """n real reviews spread over the length range, so the batch carries heavy padding."""
+    """n real texts spread over the length range, so the batch carries heavy padding."""
     by_len = sorted(reviews, key=lambda r: len(r.text))
     return [by_len[int(i)] for i in np.linspace(0, len(by_len) - 1, n)]
 
@@ -90,14 +96,24 @@ def classification_metrics(probs: np.ndarray, labels: list[int]) -> dict:
     }
 
 
-def evaluate(runtime: SentimentModel, reviews: list[Review], desc: str, chunk: int = 512) -> dict:
-    probs = np.concatenate(
+def evaluate(runtime: SentimentModel, reviews: list[Review], desc: str, chunk: int = 512) -> tuple[dict, np.ndarray]:
+    """Metrics at the runtime's temperature, and the raw logits [N, 2] (input order)."""
+    logits = np.concatenate(
         [
-            runtime.predict([r.text for r in reviews[s : s + chunk]])
-            for s in tqdm(range(0, len(reviews), chunk), desc=desc, unit="chunk")
+            runtime.logits(runtime.encode([r.text for r in reviews[s : s + chunk]]))
+            for s in tqdm(range(0, len(reviews), chunk), desc=desc, unit="chunk", leave=False)
         ]
     )
-    return classification_metrics(probs, [r.label for r in reviews])
+    return classification_metrics(runtime.probabilities(logits), [r.label for r in reviews]), logits
+
+
+def evaluate_domains(runtime: SentimentModel, val: dict[str, list[Review]], desc: str) -> tuple[dict, dict]:
+    """Per-domain validation metrics (accuracy, F1, n) and the logits of each domain."""
+    table, logits = {}, {}
+    for d, rows in tqdm(val.items(), desc=desc, unit="domain"):
+        m, logits[d] = evaluate(runtime, rows, d)
+        table[d] = {k: m[k] for k in ("n", "accuracy", "f1")}
+    return table, logits
 
 
 def export_sentiment(
@@ -108,8 +124,15 @@ def export_sentiment(
     version: str | None = None,
     quantize: bool = False,
     limit_eval: int = 0,
-    int8_max_drop: float = 0.3,
+    reference: Path | None = None,
+    int8_max_drop: float = INT8_MAX_DROP,
 ) -> dict:
+    """Export `run`'s best checkpoint to `out`, fit its temperature on validation, evaluate and card it.
+
+    Every choice here reads validation only: the temperature, and whether the int8 variant ships.
+    IMDB test is evaluated once, at the end, to report. `reference`: a previous artifact evaluated on
+    the same validation sets and behavioural suite, so the card shows old beside new.
+    """
     model, vocab, ck = load_checkpoint(run)
     tcfg = TrainConfig(**ck["train_config"])
     onnx_path = out / MODEL_FILE
@@ -128,56 +151,104 @@ def export_sentiment(
         raise ParityError(f"expected a native {native} node and no Loop/Scan, got ops {sorted(ops)}")
     vocab.save(out / VOCAB_FILE)
 
-    train_all = load_split(data_dir, "train")
-    if tcfg.limit:
-        train_all = stratified_split(train_all, tcfg.limit / len(train_all), tcfg.seed)[1]
-    _, val = stratified_split(train_all, tcfg.val_fraction, tcfg.seed)
-    parity = check_sentiment_parity(model, onnx_path, vocab, parity_batch(val))
+    corpus = load_corpus(data_dir, limit=tcfg.limit)
+    val = corpus.val
+    if limit_eval:
+        val = {d: rows[:limit_eval] for d, rows in val.items()}
+    parity = check_sentiment_parity(model, onnx_path, vocab, parity_batch([r for rows in val.values() for r in rows]))
 
     cfg = model.cfg
     meta = {
-        **base_metadata("imdb-sentiment-bilstm", "sentiment", version),
-        **training_metadata(ck, "best_acc", "best_val_acc_pytorch"),
+        **base_metadata(NAME, "sentiment", version),
+        **training_metadata(ck, "best_acc", "best_mean_val_acc_pytorch"),
         "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
         "data": {
-            "dataset": "IMDB Large Movie Review Dataset v1.0",
-            "source": IMDB_URL,
-            "citation": "Maas et al., Learning Word Vectors for Sentiment Analysis, ACL 2011",
-            "train": len(train_all) - len(val),
-            "validation": len(val),
-            "validation_split": f"stratified {tcfg.val_fraction:.0%} of train, seed {tcfg.seed}",
+            "sources": {d: {**SOURCES[d], **corpus.sizes()[d]} for d in corpus.train},
+            "validation_split": (
+                "per source: stratified 5% (200 to 1,500 texts), seed 13; SST-2: its dev set as given; "
+                "IMDB: stratified 10% of train, seed 13"
+            ),
+            "mixture": {"domain_cap": tcfg.domain_cap, "domain_caps": tcfg.domain_caps},
+            "test": "IMDB test (25,000 reviews), evaluated once at export, to report",
         },
         "interface": io_spec(onnx_path),
         "parity": parity,
         "serving_model": MODEL_FILE,
         "labels": list(cfg.labels),
+        "temperature": 1.0,
         "golden": {"texts": GOLDEN_TEXTS, "logits": []},
     }
-    write_metadata(out, meta)  # provisional, so the runtime loader can open the folder
+    write_metadata(out, meta)  # in the staging folder, so the runtime loader can open it
     runtime = SentimentModel(out)
     meta["golden"]["logits"] = runtime.logits(runtime.encode(GOLDEN_TEXTS)).round(6).tolist()
-    test = load_split(data_dir, "test")
-    if limit_eval:
-        val, test = val[:limit_eval], stratified_split(test, limit_eval / len(test), 0)[1]
+    table, logits = evaluate_domains(runtime, val, "validation (onnxruntime)")
+    pooled = np.concatenate([logits[d] for d in val])
+    labels = np.concatenate([[r.label for r in val[d]] for d in val])
+    temperature = fit_temperature(pooled, labels)
+    meta["temperature"] = round(temperature, 4)
+    runtime.temperature = meta["temperature"]
+    before, after = runtime.probabilities(pooled, temperature=1.0), runtime.probabilities(pooled)
+    meta["calibration"] = {
+        "method": "temperature scaling, fitted on the pooled validation set (NLL)",
+        "temperature": meta["temperature"],
+        "n": len(labels),
+        "ece_before": round(expected_calibration_error(before, labels), 4),
+        "ece_after": round(expected_calibration_error(after, labels), 4),
+        "reliability_after": reliability_table(after, labels),
+    }
     meta["metrics"] = {
-        "validation": evaluate(runtime, val, "validation (onnxruntime)"),
-        "test": evaluate(runtime, test, "test (onnxruntime)"),
+        "validation_by_domain": table,
+        "validation_mean_accuracy": round(float(np.mean([m["accuracy"] for m in table.values()])), 5),
+        "validation_pooled": classification_metrics(after, labels.tolist()),
         "computed_with": "onnxruntime, CPU",
     }
+    meta["behaviour"] = summarize_suite(run_suite(runtime.predict))
+    if reference is not None:
+        meta["reference"] = evaluate_reference(reference, val)
     if quantize:
-        meta = _try_int8(out, meta, val, test, int8_max_drop)
+        meta = _try_int8(out, meta, val, int8_max_drop)
     write_metadata(out, meta)
-    for precision in ("fp32", "int8") if (out / INT8_FILE).exists() else ("fp32",):
-        SentimentModel(out, precision=precision).check_golden()
-    (out / "README.md").write_text(_card(meta), encoding="utf-8")
-    for src, dst in (("curve.png", "training_curve.png"), ("pooling.png", "pooling_selection.png")):
+    served = "int8" if (out / INT8_FILE).exists() else "fp32"
+    test = load_split(data_dir, "test")
+    if limit_eval:
+        test = stratified_split(test, limit_eval / len(test), 0)[1]
+    for precision in ("fp32", "int8") if served == "int8" else ("fp32",):
+        rt = SentimentModel(out, precision=precision)
+        rt.check_golden()
+        meta["metrics"][f"imdb_test_{precision}"] = evaluate(rt, test, f"IMDB test {precision} (onnxruntime)")[0]
+    meta["metrics"]["served_precision"] = served
+    (out / "README.md").write_text(card(meta), encoding="utf-8")
+    for src, dst in (("curve.png", "training_curve.png"), ("domains.png", "validation_by_domain.png")):
         if (run / src).exists():  # the pictures people look at, shipped beside the model
             shutil.copy(run / src, out / dst)
     return write_metadata(out, meta)
 
 
-def _try_int8(out: Path, meta: dict, val: list[Review], test: list[Review], max_drop: float = 0.3) -> dict:
-    """Ship an int8 dynamically quantized model only if test accuracy is within `max_drop` points."""
+def summarize_suite(result: dict) -> dict:
+    return {
+        "cases": len(all_cases()),  # pairs whose original is labelled wrong are not scored (CheckList INV)
+        "scored": {cap: r["cases"] for cap, r in result.items()},
+        "failure_rates": {cap: r["failure_rate"] for cap, r in result.items()},
+        "failed": {cap: r["failed"] for cap, r in result.items()},
+    }
+
+
+def evaluate_reference(folder: Path, val: dict[str, list[Review]]) -> dict:
+    """A previous artifact on the same validation sets and behavioural suite (old beside new)."""
+    rt = SentimentModel(folder)
+    table, _ = evaluate_domains(rt, val, f"reference {folder.name}")
+    return {
+        "name": rt.name,
+        "version": rt.version,
+        "validation_by_domain": table,
+        "validation_mean_accuracy": round(float(np.mean([m["accuracy"] for m in table.values()])), 5),
+        "behaviour": summarize_suite(run_suite(rt.predict)),
+    }
+
+
+def _try_int8(out: Path, meta: dict, val: dict[str, list[Review]], max_drop: float = INT8_MAX_DROP) -> dict:
+    """Ship an int8 dynamically quantized model only if its mean per-domain validation accuracy is
+    within `max_drop` points of fp32's (validation decides; test is only reported)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     q = out / INT8_FILE
@@ -190,23 +261,21 @@ def _try_int8(out: Path, meta: dict, val: list[Review], test: list[Review], max_
         quantize_dynamic(str(plain), str(q), weight_type=QuantType.QInt8)
     write_metadata(out, meta)
     rt = SentimentModel(out, model_file=q.name)
-    m = {"test": evaluate(rt, test, "test int8 (onnxruntime)")}
-    drop = meta["metrics"]["test"]["accuracy"] - m["test"]["accuracy"]
-    m["accuracy_drop_points"] = round(100 * drop, 3)
-    m["max_drop_points"] = max_drop
-    m["shipped"] = bool(drop * 100 <= max_drop)
-    meta["metrics"]["int8"] = m
-    if m["shipped"]:  # what the loader's golden check compares the int8 model with
+    rt.temperature = meta["temperature"]
+    table, _ = evaluate_domains(rt, val, "validation int8 (onnxruntime)")
+    mean = float(np.mean([r["accuracy"] for r in table.values()]))
+    drop = 100 * (meta["metrics"]["validation_mean_accuracy"] - mean)
+    result = {
+        "validation_by_domain": table,
+        "validation_mean_accuracy": round(mean, 5),
+        "accuracy_drop_points": round(drop, 3),
+        "max_drop_points": max_drop,
+        "decided_on": "validation (mean per-domain accuracy)",
+        "shipped": bool(drop <= max_drop),
+    }
+    meta["metrics"]["int8"] = result
+    if result["shipped"]:  # what the loader's golden check compares the int8 model with
         meta["golden"]["logits_int8"] = rt.logits(rt.encode(GOLDEN_TEXTS)).round(6).tolist()
     else:
         q.unlink()
     return meta
-
-
-def _card(meta: dict) -> str:
-    t, v = meta["metrics"]["test"], meta["metrics"]["validation"]
-    return (
-        f"# {meta['name']} {meta['version']}\n\nBiLSTM sentiment classifier trained on IMDB; see metadata.json.\n\n"
-        f"| split | accuracy | F1 |\n|---|---|---|\n| validation | {v['accuracy']:.4f} | {v['f1']:.4f} |\n"
-        f"| test | {t['accuracy']:.4f} | {t['f1']:.4f} |\n\nParity: {json.dumps(meta['parity'])}\n"
-    )

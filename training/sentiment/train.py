@@ -1,10 +1,16 @@
-"""Train the IMDB sentiment classifier.
+"""Train the sentiment classifier on the multi-domain corpus (IMDB + short texts).
 
-    python -m training.sentiment.train --out runs/sentiment            # full run, resumes if interrupted
+    python -m training.sentiment.train --out runs/sentiment                 # full run, resumes if interrupted
     python -m training.sentiment.train --out /tmp/s --limit 500 --epochs 1  # a smoke run
 
-Writes to --out: `last.pt` (every epoch; resume point), `best.pt` (best validation accuracy),
-`history.json`, `report.json` and `curve.png`. Export to ONNX with `training.export`.
+Each epoch draws a fresh *mixture*: every domain contributes at most `domain_cap` training texts
+(rotating through its data over epochs, so large sets are seen in full eventually and small ones
+every epoch), and batches are cut by a token budget from length-sorted pools, so three-word phrases
+travel in wide batches and 400-token reviews in narrow ones. Validation is per domain; the best
+epoch is the one with the best mean per-domain validation accuracy.
+
+Writes to --out: `last.pt` (every epoch; resume point), `best.pt`, `history.json`, `report.json`,
+`curve.png` (loss and mean accuracy) and `domains.png` (validation accuracy per domain).
 """
 
 from __future__ import annotations
@@ -24,21 +30,29 @@ from tqdm import tqdm
 from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 from training.data import default_data_dir
 from training.plots import plot_curves
-from training.sentiment.data import Review, bucketed_batches, load_split, stratified_split
+from training.sentiment.corpus import Corpus, load_corpus
+from training.sentiment.data import Review, bucketed_batches
 from training.sentiment.model import SentimentClassifier, SentimentConfig
+
+# Labels that come from emoticons (distant supervision) are noisy: smooth their targets.
+NOISY_DOMAINS = ("sentiment140_100k",)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 8
-    batch_size: int = 64
+    domain_cap: int = 12_000  # training texts drawn per domain per epoch ...
+    domain_caps: str = "imdb=22500,sst2=30000"  # ... except these ("name=n,..."): all of IMDB, more SST-2
+    token_budget: int = 32_768  # padded tokens per batch
+    max_batch: int = 512  # texts per batch, however short
     lr: float = 2e-3
     weight_decay: float = 1e-4
     clip_norm: float = 1.0  # LSTMs explode now and then; clip the global gradient norm
+    label_smoothing: float = 0.1  # on NOISY_DOMAINS only
     patience: int = 2  # epochs without validation improvement before stopping
-    val_fraction: float = 0.1
     seed: int = 13
-    limit: int = 0  # use only this many train reviews (tests, smoke runs); 0 = all
+    limit: int = 0  # keep only this many train texts per domain (tests, smoke runs); 0 = all
+    vectors: str = ""  # word2vec file (training.sentiment.vectors) to initialize embeddings; "" = random
 
 
 def seed_everything(seed: int) -> None:
@@ -47,8 +61,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def encode_texts(texts: list[str], vocab: Vocab, cfg: SentimentConfig) -> list[list[int]]:
+    return [truncate_head_tail(vocab.encode(tokenize(t)), cfg.max_len, cfg.head_len) or [PAD_ID] for t in texts]
+
+
 def encode_reviews(reviews: list[Review], vocab: Vocab, cfg: SentimentConfig) -> list[list[int]]:
-    return [truncate_head_tail(vocab.encode(tokenize(r.text)), cfg.max_len, cfg.head_len) or [PAD_ID] for r in reviews]
+    return encode_texts([r.text for r in reviews], vocab, cfg)
 
 
 def make_batch(seqs: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +75,27 @@ def make_batch(seqs: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, tor
     for row, i in enumerate(idx):
         ids[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
     return ids, torch.tensor(lens, dtype=torch.long)
+
+
+def token_budget_batches(
+    lengths: list[int], budget: int, max_batch: int, rng: random.Random, pool: int = 20_000
+) -> list[list[int]]:
+    """Shuffled index batches of similar length whose padded size stays within `budget` tokens."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    for s in range(0, len(idx), pool):
+        chunk = sorted(idx[s : s + pool], key=lambda i: lengths[i])
+        cur: list[int] = []
+        for i in chunk:
+            if (cur and (len(cur) + 1) * lengths[i] > budget) or len(cur) == max_batch:
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+    rng.shuffle(batches)
+    return batches
 
 
 @torch.no_grad()
@@ -69,38 +108,104 @@ def predict_logits(model: nn.Module, seqs: list[list[int]], batch_size: int = 25
     return out
 
 
-def prepare(data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig, cache: Path | None):
+@dataclasses.dataclass
+class Encoded:
+    """A domain's texts as ids, with labels."""
+
+    ids: list[list[int]]
+    labels: list[int]
+
+
+def prepare(
+    data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig, cache: Path | None
+) -> tuple[Vocab, dict[str, Encoded], dict[str, Encoded]]:
     """Tokenize once; cache the ids so a resumed run starts at once."""
     if cache and cache.exists():
         blob = torch.load(cache, weights_only=False)
         return Vocab(blob["vocab"]), blob["train"], blob["val"]
-    reviews = load_split(data_dir, "train")
-    if tcfg.limit:
-        reviews = stratified_split(reviews, tcfg.limit / len(reviews), tcfg.seed)[1]
-    train, val = stratified_split(reviews, tcfg.val_fraction, tcfg.seed)
-    toks = [tokenize(r.text) for r in tqdm(train, desc="tokenize train", unit="review")]
-    vocab = Vocab.build(toks, cfg.vocab_size, cfg.min_freq)
+    corpus: Corpus = load_corpus(data_dir, limit=tcfg.limit)
+    toks = {
+        d: [tokenize(r.text) for r in tqdm(rows, desc=f"tokenize {d}", unit="text", leave=False)]
+        for d, rows in corpus.train.items()
+    }
+    vocab = Vocab.build((t for ts in toks.values() for t in ts), cfg.vocab_size, cfg.min_freq)
 
-    def enc(rs):
-        ids = [truncate_head_tail(vocab.encode(tokenize(r.text)), cfg.max_len, cfg.head_len) or [PAD_ID] for r in rs]
-        return ids, [r.label for r in rs]
+    def enc(tok_lists: list[list[str]]) -> list[list[int]]:
+        return [truncate_head_tail(vocab.encode(t), cfg.max_len, cfg.head_len) or [PAD_ID] for t in tok_lists]
 
-    tr, va = enc(train), enc(val)
+    train = {d: Encoded(enc(toks[d]), [r.label for r in corpus.train[d]]) for d in corpus.train}
+    val = {d: Encoded(encode_reviews(rows, vocab, cfg), [r.label for r in rows]) for d, rows in corpus.val.items()}
     if cache:
-        torch.save({"vocab": vocab.itos, "train": tr, "val": va}, cache)
-    return vocab, tr, va
+        torch.save({"vocab": vocab.itos, "train": train, "val": val}, cache)
+    return vocab, train, val
+
+
+def parse_caps(default: int, overrides: str) -> dict[str, int]:
+    """ "imdb=22500,sst2=30000" -> {"imdb": 22500, "sst2": 30000}; other domains get `default` (key "")."""
+    caps = {"": default}
+    for item in filter(None, (s.strip() for s in overrides.split(","))):
+        name, _, n = item.partition("=")
+        caps[name.strip()] = int(n)
+    return caps
+
+
+def draw_mixture(
+    train: dict[str, Encoded], caps: dict[str, int], epoch: int, seed: int
+) -> list[tuple[list[int], int, str]]:
+    """This epoch's (ids, label, domain) rows: up to a cap per domain, rotating through each domain."""
+    rows = []
+    for d, enc in train.items():
+        cap = caps.get(d, caps[""])
+        order = list(range(len(enc.ids)))
+        random.Random(f"{seed}-{d}").shuffle(order)  # one fixed permutation per domain ...
+        n = min(cap, len(order))
+        start = ((epoch - 1) * n) % len(order)  # ... walked in windows, epoch after epoch
+        take = [order[(start + k) % len(order)] for k in range(n)]
+        rows += [(enc.ids[i], enc.labels[i], d) for i in take]
+    return rows
 
 
 def accuracy(logits: np.ndarray, labels: list[int]) -> float:
     return float((logits.argmax(1) == np.asarray(labels)).mean())
 
 
+def evaluate_domains(model: nn.Module, val: dict[str, Encoded]) -> tuple[dict[str, float], float, dict]:
+    """Per-domain validation accuracy, their mean, and the pooled logits and labels."""
+    accs, all_logits, all_labels = {}, [], []
+    for d, enc in val.items():
+        logits = predict_logits(model, enc.ids)
+        accs[d] = round(accuracy(logits, enc.labels), 5)
+        all_logits.append(logits)
+        all_labels += enc.labels
+    return accs, float(np.mean(list(accs.values()))), {"logits": np.concatenate(all_logits), "labels": all_labels}
+
+
+def init_embeddings(model: SentimentClassifier, vocab: Vocab, path: Path) -> int:
+    """Copy pre-trained vectors into the embedding table; returns how many words were found."""
+    vecs = torch.load(path, weights_only=False)  # {"words": [...], "vectors": float32 [N, D]}
+    table = dict(zip(vecs["words"], range(len(vecs["words"])), strict=True))
+    w = torch.as_tensor(vecs["vectors"])
+    if w.shape[1] != model.cfg.embed_dim:
+        raise ValueError(f"vectors have {w.shape[1]} dimensions, the model's embed_dim is {model.cfg.embed_dim}")
+    found = 0
+    with torch.no_grad():
+        for i, tok in enumerate(vocab.itos):
+            j = table.get(tok)
+            if j is not None and i != PAD_ID:
+                model.embed.weight[i] = w[j]
+                found += 1
+    return found
+
+
 def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(tcfg.seed)
-    vocab, (tr_x, tr_y), (va_x, va_y) = prepare(data_dir, cfg, tcfg, out / "data_cache.pt")
+    vocab, tr, va = prepare(data_dir, cfg, tcfg, out / "data_cache.pt")
     cfg = dataclasses.replace(cfg, vocab_size=len(vocab))
     model = SentimentClassifier(cfg)
+    if tcfg.vectors:
+        found = init_embeddings(model, vocab, Path(tcfg.vectors))
+        print(f"embeddings: {found} of {len(vocab)} words from {tcfg.vectors}")
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tcfg.epochs)
     state = {"epoch": 0, "history": [], "best_acc": -1.0, "bad_epochs": 0, "train_seconds": 0.0}
@@ -113,21 +218,25 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
         state = ck["state"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed from {last} after epoch {state['epoch']}")
-    loss_fn = nn.CrossEntropyLoss()
-    lengths = [len(s) for s in tr_x]
-    tr_labels = torch.tensor(tr_y)
     while state["epoch"] < tcfg.epochs and state["bad_epochs"] < tcfg.patience:
         epoch = state["epoch"] + 1
         t0 = time.time()
         model.train()
-        batches = list(bucketed_batches(lengths, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
+        rows = draw_mixture(tr, parse_caps(tcfg.domain_cap, tcfg.domain_caps), epoch, tcfg.seed)
+        smooth = torch.tensor([tcfg.label_smoothing if d in NOISY_DOMAINS else 0.0 for _, _, d in rows])
+        labels = torch.tensor([y for _, y, _ in rows])
+        seqs = [ids for ids, _, _ in rows]
+        rng = random.Random(tcfg.seed + epoch)
+        batches = token_budget_batches([len(s) for s in seqs], tcfg.token_budget, tcfg.max_batch, rng)
         tot_loss = tot_ok = seen = 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch")
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", mininterval=5)
         for idx in bar:
-            ids, lens = make_batch(tr_x, idx)
-            y = tr_labels[idx]
+            ids, lens = make_batch(seqs, idx)
+            y, eps = labels[idx], smooth[idx]
             logits = model(ids, lens)
-            loss = loss_fn(logits, y)
+            logp = torch.log_softmax(logits, dim=1)
+            nll = -logp.gather(1, y.unsqueeze(1)).squeeze(1)
+            loss = ((1 - eps) * nll - eps * logp.mean(1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
@@ -137,24 +246,24 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_ok / seen:.4f}")
         sched.step()
-        va_logits = predict_logits(model, va_x)
-        va_loss = float(loss_fn(torch.from_numpy(va_logits), torch.tensor(va_y)))
-        va_acc = accuracy(va_logits, va_y)
+        accs, mean_acc, pooled = evaluate_domains(model, va)
+        va_loss = float(nn.functional.cross_entropy(torch.from_numpy(pooled["logits"]), torch.tensor(pooled["labels"])))
         state["train_seconds"] += time.time() - t0
         row = {
             "epoch": epoch,
             "train_loss": tot_loss / seen,
             "train_acc": tot_ok / seen,
             "val_loss": va_loss,
-            "val_acc": va_acc,
+            "val_acc": mean_acc,  # mean over domains
+            "val_acc_by_domain": accs,
             "seconds": round(time.time() - t0, 1),
         }
         state["history"].append(row)
         print(json.dumps(row), flush=True)
         state["epoch"] = epoch
-        improved = va_acc > state["best_acc"]
+        improved = mean_acc > state["best_acc"]
         if improved:
-            state["best_acc"], state["bad_epochs"] = va_acc, 0
+            state["best_acc"], state["bad_epochs"] = mean_acc, 0
         else:
             state["bad_epochs"] += 1
         ck = {
@@ -172,6 +281,7 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
         torch.save(ck, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
+        plot_history(state["history"], out, cfg)
     report = {
         "config": cfg.to_dict(),
         "train_config": dataclasses.asdict(tcfg),
@@ -182,13 +292,20 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
         "vocab_size": len(vocab),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def plot_history(history: list[dict], out: Path, cfg: SentimentConfig) -> None:
     plot_curves(
-        state["history"],
+        history,
         out / "curve.png",
-        title=f"IMDB sentiment ({cfg.cell}, {cfg.pooling} pooling)",
+        title=f"sentiment ({cfg.cell}, {cfg.pooling} pooling)",
         panels=[("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"])],
     )
-    return report
+    flat = [{"epoch": h["epoch"], **h["val_acc_by_domain"]} for h in history]
+    plot_curves(
+        flat, out / "domains.png", title="validation accuracy by domain", panels=[("accuracy", sorted(flat[0])[:-1])]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
     report = train(a.out, a.data_dir or default_data_dir(), cfg, tcfg)
     print(
-        f"best val acc {report['best_val_acc']:.4f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s"
+        f"best mean val acc {report['best_val_acc']:.4f} after {report['epochs_run']} epochs, "
+        f"{report['train_seconds']:.0f}s"
     )
 
 
