@@ -126,6 +126,8 @@ def parse_curl(code: str) -> Curl:
             raise ValueError(f"curl option the docs test does not know: {w!r}")
     if not c.path:
         raise ValueError(f"no localhost:8000 URL in {cmd!r}")
+    if c.body is not None and not any(k.lower() == "content-type" for k in c.headers):
+        c.headers["Content-Type"] = "application/x-www-form-urlencoded"  # what curl -d sends
     return c
 
 
