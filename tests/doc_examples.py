@@ -20,7 +20,6 @@ Shown output is a pattern of the real one:
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -84,7 +83,9 @@ def examples(path: Path, root: Path) -> tuple[list[Example], list[str]]:
         nxt = bs[i + 1] if i + 1 < len(bs) else None
         between = text[b.end : text.find("```", b.end + 1)] if nxt else ""
         if nxt is None or nxt.lang not in OUTPUT_LANGS or between.strip():
-            problems.append(f"{page}:{b.line}: a {'curl' if is_curl else 'python'} example with no output block after it")
+            problems.append(
+                f"{page}:{b.line}: a {'curl' if is_curl else 'python'} example with no output block after it"
+            )
             continue
         if is_curl and len(re.findall(r"^\s*curl\s", b.code, re.M)) != 1:
             problems.append(f"{page}:{b.line}: one curl command per example block")
@@ -105,7 +106,7 @@ def parse_curl(code: str) -> Curl:
             raise ValueError(f"only `| grep PATTERN` may follow curl in an example: {tail}")
         grep = tail[1]
     assert words[0] == "curl", words
-    c = Curl(method="GET", path="")
+    c = Curl(method="GET", path="", grep=grep)
     it = iter(words[1:])
     for w in it:
         if w in ("-s", "-S", "-sS", "--silent"):
@@ -186,7 +187,11 @@ def line_matches(shown: str, actual: str) -> bool:
 
 def match_text(shown: str, actual: str) -> list[str]:
     lines = actual.splitlines()
-    return [f"line not in the output: {s!r}" for s in shown.splitlines() if s.strip() and not any(line_matches(s, a) for a in lines)]
+    return [
+        f"line not in the output: {s!r}"
+        for s in shown.splitlines()
+        if s.strip() and not any(line_matches(s, a) for a in lines)
+    ]
 
 
 def parse_http(out: str) -> tuple[int, dict[str, str], str]:
@@ -196,3 +201,58 @@ def parse_http(out: str) -> tuple[int, dict[str, str], str]:
     status = int(status_line.split()[1])
     headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
     return status, headers, body
+
+
+# --- tables and figures ---------------------------------------------------------------------------
+
+SHOWN_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every markdown table outside code blocks: rows of cells, header first (separator dropped)."""
+    for b in blocks(text):
+        text = text.replace(b.code, "")
+    out, cur = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                cur.append(cells)
+        elif cur:
+            out.append(cur)
+            cur = []
+    return out
+
+
+def table(text: str, first_header: str) -> list[list[str]]:
+    """The table whose first header cell is `first_header`, header row included."""
+    found = [t for t in tables(text) if t[0][0] == first_header]
+    assert len(found) == 1, f"{len(found)} tables headed {first_header!r}"
+    return found[0]
+
+
+def shown_numbers(cell: str) -> list[tuple[float, int]]:
+    """The numbers written in a cell, each with its count of decimals ("1,425.0" -> (1425.0, 1))."""
+    out = []
+    for m in SHOWN_NUMBER.findall(cell.replace("−", "-")):
+        digits = m.replace(",", "")
+        out.append((float(digits), len(digits.split(".")[1]) if "." in digits else 0))
+    return out
+
+
+def figures_agree(cells: list[str], expected: list[float], where: str) -> list[str]:
+    """The numbers in `cells`, in order, are `expected` rounded to the decimals shown."""
+    shown = [n for c in cells for n in shown_numbers(c)]
+    if len(shown) != len(expected):
+        return [f"{where}: {len(shown)} numbers shown, {len(expected)} expected: {cells}"]
+    return [
+        f"{where}: shows {v:g}, the results say {e:g}"
+        for (v, dec), e in zip(shown, expected, strict=True)
+        if abs(v - e) > 0.5 * 10**-dec + 1e-9
+    ]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
