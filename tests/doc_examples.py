@@ -7,6 +7,8 @@ once (nothing but blank lines between) by the block showing its output:
 - `http`: the status line, some headers and the body (for `curl -i`);
 - `text`: a plain body (`/health`), or lines of `/metrics` (after `| grep PATTERN`), or what a
   python block prints.
+After a model changes, `python -m tests.doc_examples URL` prints what a running server answers to
+each example, to update the docs from.
 
 Shown output is a pattern of the real one:
 - JSON objects have exactly the keys shown, unless one of them is `"...": "..."` (others allowed);
@@ -256,3 +258,32 @@ def slug(heading: str) -> str:
     """GitHub's anchor for a heading."""
     s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return s.replace(" ", "-")
+
+
+def main() -> None:
+    """Print what a running server answers to every example, to update the docs after a model
+    changes: python -m tests.doc_examples [URL] (default http://127.0.0.1:8000)."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    root = Path(__file__).resolve().parent.parent
+    url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for ex in examples(page, root)[0]:
+            print(f"--- {ex.id} ({ex.kind})")
+            if ex.kind == "python":
+                run = subprocess.run(
+                    [sys.executable, "-c", DOC_HOSTS.sub(url, ex.code)], cwd=root, capture_output=True, text=True
+                )
+                print(run.stdout + run.stderr)
+                continue
+            c = parse_curl(ex.code)
+            r = httpx.request(c.method, url + c.path, headers=c.headers, content=c.body, timeout=60)
+            text = r.text if not c.grep else "\n".join(x for x in r.text.splitlines() if c.grep in x)
+            print(r.status_code, text[:4000])
+
+
+if __name__ == "__main__":
+    main()
