@@ -286,3 +286,23 @@ def test_the_measurement_scripts_the_docs_cite_still_import(script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert callable(module.main)
+
+
+def test_figures_quoted_in_prose_are_the_results():
+    """The few figures the README and the model page quote in sentences, not tables."""
+    readme = " ".join(page_text("README.md").split())
+    sets = load("reports/translation-score/scores.json")["pairs"]["en-de"]["sets"]
+    captions = sets["in-domain: Multi30k test2016 (image captions)"]["share_below"]["-8"]
+    others = sorted(s["share_below"]["-8"] for name, s in sets.items() if name.startswith("out-of-domain"))
+    assert f"en→de, {round(100 * (1 - captions))}% of the caption test set scores above -8" in readme
+    assert (
+        f"while {round(100 * others[0])}-{round(100 * others[-1])}% of sentences from hotel and film reviews" in readme
+    )
+    models = " ".join(page_text("docs/models.md").split())
+    base = load("models/translate-en-de/metadata.json")["metrics"]
+    b, t = base["baseline_no_attention_test"], base["test"]
+    assert (
+        f"scores {b['bleu']:.2f} sacreBLEU on test2016 en→de (chrF {b['chrf']:.2f}) against {t['bleu']:.2f}" in models
+    )
+    acc = [s["accuracy"] for s in load("reports/sentiment-domains/accuracy.json")["sets"].values()]
+    assert f"it is right {round(100 * min(acc))}-{round(100 * max(acc))}% of the time" in models
