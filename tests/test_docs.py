@@ -1,0 +1,308 @@
+"""The docs cannot lie: every example in README.md and docs/*.md is run against the real server
+serving the shipped models, and its shown output checked (tests/doc_examples.py says how); the
+files, make targets and modules the docs name exist; the settings table is the settings; and the
+figures the docs quote are the ones in the JSON results they cite."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.conftest import ROOT, Server
+from tests.doc_examples import (
+    DOC_HOSTS,
+    Example,
+    blocks,
+    examples,
+    figures_agree,
+    match,
+    match_text,
+    parse_curl,
+    parse_http,
+    slug,
+    table,
+)
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLES: list[Example] = []
+PROBLEMS: list[str] = []
+for _page in PAGES:
+    _found, _problems = examples(_page, ROOT)
+    EXAMPLES += _found
+    PROBLEMS += _problems
+
+
+def page_text(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> Server:
+    """The server on the shipped models/ with its defaults (on CPU), as `make serve` runs it."""
+    srv = Server(ROOT / "models", log_dir=tmp_path_factory.mktemp("docs-server"))
+    try:
+        srv.wait_healthy()
+        # Traffic on both endpoints first, so that a /metrics example has its series whatever runs before it.
+        httpx.post(f"{srv.url}/v1/sentiment", json={"texts": ["Fine."]}, timeout=30).raise_for_status()
+        httpx.post(f"{srv.url}/v1/translate", json={"texts": ["A dog."], "target_lang": "de"}, timeout=30)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_the_docs_have_examples_and_each_shows_its_output():
+    assert not PROBLEMS, "\n".join(PROBLEMS)
+    pages = {e.page for e in EXAMPLES}
+    assert {"README.md", "docs/api.md", "docs/models.md"} <= pages
+    assert len(EXAMPLES) >= 15
+
+
+def test_readme_reads_in_five_minutes():
+    assert len(page_text("README.md").splitlines()) <= 200
+
+
+@pytest.mark.parametrize("ex", EXAMPLES, ids=[e.id for e in EXAMPLES])
+def test_example(ex: Example, shipped: Server):
+    if ex.kind == "python":
+        code = DOC_HOSTS.sub(shipped.url, ex.code)
+        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        errs = match_text(ex.out, run.stdout)
+        assert not errs, f"{ex.id}: " + "\n".join(errs) + f"\n--- printed:\n{run.stdout}"
+        return
+    c = parse_curl(ex.code)
+    r = httpx.request(c.method, shipped.url + c.path, headers=c.headers, content=c.body, timeout=60)
+    if ex.out_lang == "http":
+        assert c.include_headers, f"{ex.id}: an http block shows headers: use curl -i"
+        status, headers, body = parse_http(ex.out)
+        assert r.status_code == status, f"{ex.id}: status {r.status_code}, shown {status}: {r.text[:500]}"
+        for k, v in headers.items():
+            assert k in r.headers, f"{ex.id}: no {k} header"
+            assert v == "..." or r.headers[k] == v, f"{ex.id}: {k}: {r.headers[k]!r}, shown {v!r}"
+    else:
+        assert r.status_code == 200, f"{ex.id}: status {r.status_code}: {r.text[:500]}"
+        body = ex.out
+    if body.strip().startswith(("{", "[")):
+        errs = match(json.loads(body), r.json())
+        assert not errs, f"{ex.id}:\n" + "\n".join(errs) + f"\n--- got:\n{r.text[:3000]}"
+    else:
+        text = r.text
+        if c.grep:
+            text = "\n".join(line for line in text.splitlines() if c.grep in line)
+        errs = match_text(body, text)
+        assert not errs, f"{ex.id}: " + "\n".join(errs) + f"\n--- got:\n{text[:3000]}"
+
+
+# --- what the docs name exists ----------------------------------------------------------------------
+
+TOP = ("service", "training", "bench", "deploy", "models", "reports", "docs", "tests", "loadgen", ".ci")
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def prose(text: str) -> str:
+    """The page without its fenced blocks."""
+    for b in blocks(text):
+        text = text.replace(b.code, "")
+    return text
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_files_the_page_names_exist(page):
+    missing = []
+    for span in CODE_SPAN.findall(prose(page.read_text(encoding="utf-8"))):
+        for word in span.split():
+            word = word.strip(".,;:()")
+            if "/" not in word or word.split("/")[0] not in TOP or any(c in word for c in ("...", "=", "<")):
+                continue
+            if not list(ROOT.glob(word.replace("{", "").replace("}", "").rstrip("/") or word)):
+                missing.append(word)
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://")):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (page.parent / file).resolve() if file else page
+        if not dest.exists():
+            missing.append(target)
+        elif anchor and dest.suffix == ".md":
+            heads = [slug(h) for h in re.findall(r"^#+ (.+)$", prose(dest.read_text(encoding="utf-8")), re.M)]
+            if anchor not in heads:
+                missing.append(target)
+    assert not missing, f"{page.name} names what does not exist: {missing}"
+
+
+def test_make_targets_and_modules_the_docs_name_exist():
+    makefile = page_text("Makefile")
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
+    named_targets = set(re.findall(r"(?:^|`|&& )make ([a-z][\w-]*)", text, re.M))
+    assert named_targets and named_targets <= targets, named_targets - targets
+    modules = set(re.findall(r"python3? -m ([\w.]+)", text))
+    assert "service" in modules
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    assert not missing, missing
+    scripts = set(re.findall(r"python3? ((?:bench|reports|training)/[\w/.-]+\.py)", text))
+    assert all((ROOT / s).exists() for s in scripts), scripts
+
+
+def test_the_settings_table_is_the_settings():
+    rows = table(page_text("docs/configuration.md"), "flag")[1:]
+    fields = Settings.model_fields
+    shown = {r[0].strip("`").removeprefix("--").replace("-", "_"): r for r in rows}
+    assert list(shown) == list(fields), "docs/configuration.md must list every setting, in the order of Settings"
+    for name, (_flag, env, default, meaning) in shown.items():
+        assert env == f"`RNNSERVE_{name.upper()}`", (name, env)
+        want = fields[name].default
+        if want is None:
+            assert default == "unset", (name, default)
+        elif name == "models_dir":
+            assert default == f"`{want.relative_to(ROOT)}/`", default
+        elif isinstance(want, (int, float)):
+            assert float(default.strip("`")) == want, (name, default)
+        else:
+            assert default == f"`{want}`", (name, default)
+        assert meaning, name
+
+
+# --- the figures quoted are the ones in the results -------------------------------------------------
+
+
+def load(path: str) -> dict:
+    return json.loads(page_text(path))
+
+
+def check_rows(rows: list[list[str]], expected: dict[str, list[float]], where: str) -> None:
+    """Each row whose first cell is a key of `expected` shows those figures (every key must have its row)."""
+    errs, seen = [], set()
+    for r in rows:
+        if r[0] in expected:
+            seen.add(r[0])
+            errs += figures_agree(r[1:], expected[r[0]], f"{where} {r[0]!r}")
+    errs += [f"{where}: no row {k!r}" for k in expected if k not in seen]
+    assert not errs, "\n".join(errs)
+
+
+def test_benchmark_table_is_bench_results_serving_json():
+    rows = table(page_text("docs/benchmarks.md"), "endpoint")
+    want = {}
+    for s in load("bench/results/serving.json")["summary"]:
+        want[s["endpoint"]] = [
+            s["concurrency"], s["batched_rps"], s["unbatched_rps"], s["batching_speedup"], s["raw_rps"],
+            100 * s["served_over_raw"], s["batched_p50_ms"], s["batched_p99_ms"], s["unbatched_p50_ms"],
+            s["unbatched_p99_ms"], s["mean_batch"], s["raw_batching_speedup"], s["raw_batch"], 1,
+            s["batched_cpu_ms"], s["unbatched_cpu_ms"],
+        ]  # fmt: skip
+    check_rows(rows, want, "docs/benchmarks.md")
+
+
+def test_soak_table_and_verdict_are_bench_results_soak_json():
+    text = page_text("docs/reliability.md")
+    soak = load("bench/results/soak.json")
+    want = {
+        str(m["minute"]): [
+            m["requests"], m["errors"], m["p50_ms"], m["p99_ms"], m["max_ms"], m["sentiment_p99_ms"],
+            m["translate_p99_ms"], m["rss_mb_median"],
+        ]
+        for m in soak["minutes"]
+    }  # fmt: skip
+    check_rows(table(text, "minute"), want, "docs/reliability.md")
+    v = soak["verdict"]
+    assert v["pass"] and "Verdict **pass**" in text
+    assert f"**{soak['requests']:,} requests, 0 errors**" in text and not v["errors"]
+    assert f"RSS {v['rss_first_minute_mb']} → {v['rss_last_minute_mb']} MB (+{v['rss_growth'] * 100:.2f}%)" in text
+    for ep in ("sentiment", "translate"):
+        p = v["p99"][ep]
+        assert f"{ep} {p['first_minute_ms']} → {p['last_minute_ms']} ms ({p['ratio']:.2f}×)" in text
+    # history.md's row for this run agrees too
+    row = next(r for r in table(page_text("docs/history.md"), "run") if r[0].startswith("3"))
+    assert f"{soak['requests']:,}" in row[3] and f"{v['rss_first_minute_mb']} → {v['rss_last_minute_mb']}" in row[5]
+
+
+def test_model_tables_are_the_models_metadata():
+    text = page_text("docs/models.md")
+    s = load("models/sentiment/metadata.json")["metrics"]
+    check_rows(
+        table(text, "split"),
+        {
+            "validation": [2500, 100 * s["validation"]["accuracy"], s["validation"]["f1"]],
+            "test": [25000, 100 * s["test"]["accuracy"], s["test"]["f1"]],
+            "test, int8 (`model.int8.onnx`, served on CPU)": [
+                25000, 100 * s["int8"]["test"]["accuracy"], s["int8"]["test"]["f1"],
+            ],
+        },
+        "sentiment",
+    )  # fmt: skip
+    assert s["validation"]["n"] == 2500 and s["test"]["n"] == s["int8"]["test"]["n"] == 25000
+    want = {}
+    for pair, label in (("en-de", "en→de"), ("en-fr", "en→fr")):
+        m = load(f"models/translate-{pair}/metadata.json")["metrics"]
+        want[label] = [
+            m["validation"]["bleu"], m["validation"]["chrf"], m["test"]["bleu"], m["test"]["chrf"],
+            m["int8"]["validation"]["bleu"], m["int8"]["test"]["bleu"],
+        ]  # fmt: skip
+    check_rows(table(text, "pair"), want, "translation")
+    by_len = load("models/translate-en-de/metadata.json")["metrics"]["test_bleu_by_source_length"]
+    att, base = by_len["attention (shipped)"], by_len["no attention (baseline)"]
+    want = {a["bucket"]: [a["n"], a["bleu"], b["bleu"]] for a, b in zip(att, base, strict=True)}
+    check_rows(table(text, "source words"), want, "BLEU by length")
+
+
+def test_measured_tables_are_their_reports():
+    text = page_text("docs/models.md")
+    acc = load("reports/sentiment-domains/accuracy.json")["sets"]
+    rows = table(text, "texts (from `../shared/data/sentiment`)")
+    want = {r["what"]: [r["n"], 100 * r["accuracy"], 100 * r["wrong_with_p_over_0.9"]] for r in acc.values()}
+    check_rows(rows, want, "sentiment domains")
+    scores = load("reports/translation-score/scores.json")["pairs"]
+    rows = table(text, "translator")
+    shown_as = {  # the report's set names, as the table words them
+        "in-domain: Multi30k test2016 (image captions)": "captions (Multi30k test2016)",
+        "out-of-domain: hotel review sentences (SemEval ABSA)": "hotel review sentences",
+        "out-of-domain: IMDB test review sentences": "IMDB review sentences",
+    }
+    errs = []
+    for pair, label in (("en-de", "en→de"), ("en-fr", "en→fr")):
+        assert set(scores[pair]["sets"]) == set(shown_as)
+        for name, s in scores[pair]["sets"].items():
+            row = [r for r in rows if r[:2] == [label, shown_as[name]]]
+            assert len(row) == 1, (label, name)
+            exp = [s["n"], s["median"], s["p10"], s["p90"], 100 * s["share_below"]["-5"], 100 * s["share_below"]["-8"]]
+            errs += figures_agree(row[0][2:], exp, f"score {label} {name}")
+    assert not errs, "\n".join(errs)
+
+
+@pytest.mark.parametrize("script", sorted(ROOT.glob("reports/*/measure.py")), ids=lambda p: p.parent.name)
+def test_the_measurement_scripts_the_docs_cite_still_import(script):
+    """reports/*/measure.py made the JSON that docs/models.md quotes; they must keep running against
+    the service's model classes wherever those move."""
+    spec = importlib.util.spec_from_file_location(f"measure_{script.parent.name.replace('-', '_')}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.main)
+
+
+def test_figures_quoted_in_prose_are_the_results():
+    """The few figures the README and the model page quote in sentences, not tables."""
+    readme = " ".join(page_text("README.md").split())
+    sets = load("reports/translation-score/scores.json")["pairs"]["en-de"]["sets"]
+    captions = sets["in-domain: Multi30k test2016 (image captions)"]["share_below"]["-8"]
+    others = sorted(s["share_below"]["-8"] for name, s in sets.items() if name.startswith("out-of-domain"))
+    assert f"en→de, {round(100 * (1 - captions))}% of the caption test set scores above -8" in readme
+    assert (
+        f"while {round(100 * others[0])}-{round(100 * others[-1])}% of sentences from hotel and film reviews" in readme
+    )
+    models = " ".join(page_text("docs/models.md").split())
+    base = load("models/translate-en-de/metadata.json")["metrics"]
+    b, t = base["baseline_no_attention_test"], base["test"]
+    assert (
+        f"scores {b['bleu']:.2f} sacreBLEU on test2016 en→de (chrF {b['chrf']:.2f}) against {t['bleu']:.2f}" in models
+    )
+    acc = [s["accuracy"] for s in load("reports/sentiment-domains/accuracy.json")["sets"].values()]
+    assert f"it is right {round(100 * min(acc))}-{round(100 * max(acc))}% of the time" in models
