@@ -126,12 +126,14 @@ def export_sentiment(
     limit_eval: int = 0,
     reference: Path | None = None,
     int8_max_drop: float = INT8_MAX_DROP,
+    report_test: bool = True,
 ) -> dict:
     """Export `run`'s best checkpoint to `out`, fit its temperature on validation, evaluate and card it.
 
     Every choice here reads validation only: the temperature, and whether the int8 variant ships.
     IMDB test is evaluated once, at the end, to report. `reference`: a previous artifact evaluated on
     the same validation sets and behavioural suite, so the card shows old beside new.
+    `report_test=False` skips the test set: for candidates being compared, which must not see it.
     """
     model, vocab, ck = load_checkpoint(run)
     tcfg = TrainConfig(**ck["train_config"])
@@ -209,13 +211,14 @@ def export_sentiment(
         meta = _try_int8(out, meta, val, int8_max_drop)
     write_metadata(out, meta)
     served = "int8" if (out / INT8_FILE).exists() else "fp32"
-    test = load_split(data_dir, "test")
-    if limit_eval:
+    test = load_split(data_dir, "test") if report_test else []
+    if limit_eval and test:
         test = stratified_split(test, limit_eval / len(test), 0)[1]
     for precision in ("fp32", "int8") if served == "int8" else ("fp32",):
         rt = SentimentModel(out, precision=precision)
         rt.check_golden()
-        meta["metrics"][f"imdb_test_{precision}"] = evaluate(rt, test, f"IMDB test {precision} (onnxruntime)")[0]
+        if test:
+            meta["metrics"][f"imdb_test_{precision}"] = evaluate(rt, test, f"IMDB test {precision} (onnxruntime)")[0]
     meta["metrics"]["served_precision"] = served
     (out / "README.md").write_text(card(meta), encoding="utf-8")
     for src, dst in (("curve.png", "training_curve.png"), ("domains.png", "validation_by_domain.png")):

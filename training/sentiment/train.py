@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 13
     limit: int = 0  # keep only this many train texts per domain (tests, smoke runs); 0 = all
     vectors: str = ""  # word2vec file (training.sentiment.vectors) to initialize embeddings; "" = random
+    contrast_pairs: int = 0  # composed two-clause texts per epoch (see compose_pairs); 0 = none
 
 
 def seed_everything(seed: int) -> None:
@@ -165,6 +166,49 @@ def draw_mixture(
     return rows
 
 
+# Review sentences (not tweets, not long reviews) to compose two-clause texts from.
+PAIR_SOURCES = ("yelp_shen_sentences", "amazon_li_sentences", "semeval_absa", "pros_cons", "sst2")
+PAIR_MAX_LEN = 16  # tokens per clause
+CONTRASTIVE = (",but", "but", ",however,", ",yet", ",but honestly")  # the clause after these dominates
+JUXTAPOSED = (",", "and", ";", ",and")  # neither clause dominates: the text is mixed
+
+
+def compose_pairs(
+    train: dict[str, Encoded], vocab: Vocab, n: int, epoch: int, seed: int
+) -> list[tuple[list[int], int, str, float]]:
+    """`n` two-clause texts made of a positive and a negative training sentence, as people write them.
+
+    "A, but B" takes B's label (the clause after a contrastive conjunction carries the verdict);
+    "A, B" and "A and B" are mixed: their target is 50/50 (label smoothing 1.0), so the model learns to
+    say it is unsure instead of picking a side with confidence. Rows: (ids, label, domain, smoothing).
+    """
+    rng = random.Random(f"{seed}-pairs-{epoch}")
+    end = {vocab.stoi.get(t) for t in (".", "!", "?")} - {None}
+    pools: dict[int, list[list[int]]] = {0: [], 1: []}
+    for d in PAIR_SOURCES:
+        if d in train:
+            for ids, y in zip(train[d].ids, train[d].labels, strict=True):
+                if 3 <= len(ids) <= PAIR_MAX_LEN:
+                    pools[y].append(ids)
+    if not n or not pools[0] or not pools[1]:
+        return []
+
+    def words(conj: str) -> list[int]:
+        return vocab.encode(tokenize(conj))
+
+    rows = []
+    for k in range(n):
+        a_label = rng.randrange(2)
+        a, b = rng.choice(pools[a_label]), rng.choice(pools[1 - a_label])
+        while a and a[-1] in end:
+            a = a[:-1]
+        if k % 2 == 0:
+            rows.append((a + words(rng.choice(CONTRASTIVE)) + b, 1 - a_label, "pairs: contrast", 0.0))
+        else:
+            rows.append((a + words(rng.choice(JUXTAPOSED)) + b, a_label, "pairs: mixed", 1.0))
+    return rows
+
+
 def accuracy(logits: np.ndarray, labels: list[int]) -> float:
     return float((logits.argmax(1) == np.asarray(labels)).mean())
 
@@ -222,10 +266,14 @@ def train(out: Path, data_dir: Path, cfg: SentimentConfig, tcfg: TrainConfig) ->
         epoch = state["epoch"] + 1
         t0 = time.time()
         model.train()
-        rows = draw_mixture(tr, parse_caps(tcfg.domain_cap, tcfg.domain_caps), epoch, tcfg.seed)
-        smooth = torch.tensor([tcfg.label_smoothing if d in NOISY_DOMAINS else 0.0 for _, _, d in rows])
-        labels = torch.tensor([y for _, y, _ in rows])
-        seqs = [ids for ids, _, _ in rows]
+        rows = [
+            (ids, y, d, tcfg.label_smoothing if d in NOISY_DOMAINS else 0.0)
+            for ids, y, d in draw_mixture(tr, parse_caps(tcfg.domain_cap, tcfg.domain_caps), epoch, tcfg.seed)
+        ]
+        rows += compose_pairs(tr, vocab, tcfg.contrast_pairs, epoch, tcfg.seed)
+        smooth = torch.tensor([eps for *_, eps in rows])
+        labels = torch.tensor([y for _, y, _, _ in rows])
+        seqs = [ids for ids, *_ in rows]
         rng = random.Random(tcfg.seed + epoch)
         batches = token_budget_batches([len(s) for s in seqs], tcfg.token_budget, tcfg.max_batch, rng)
         tot_loss = tot_ok = seen = 0
