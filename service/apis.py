@@ -23,8 +23,9 @@ from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 
 from service import metrics as M
-from service.artifacts import find_artifacts
-from service.providers import Device
+from service.runtime.artifacts import find_artifacts
+from service.runtime.providers import Device
+from service.runtime.sentiment import softmax
 from service.schemas import (
     ModelRef,
     SentimentRequest,
@@ -34,7 +35,6 @@ from service.schemas import (
     TranslateResponse,
     TranslateResult,
 )
-from service.sentiment_model import softmax
 
 log = logging.getLogger("service.worker")
 
@@ -119,7 +119,7 @@ class _Base(ls.LitAPI):
         # review per call: 1.93). With two threads per session 2048 had been the best.
         self.token_budget = token_budget
         self.precision = precision  # sentiment's model, the translators' decoder step
-        self.spin = spin  # ONNX Runtime threads spin-wait during a run (service.providers.session_options)
+        self.spin = spin  # ONNX Runtime threads spin-wait during a run (service.runtime.providers.session_options)
         self.log_level = log_level
 
     def setup(self, device: str) -> None:
@@ -180,7 +180,7 @@ class SentimentAPI(_Base):
     endpoint = "sentiment"
 
     def _setup(self) -> None:
-        from service.sentiment_model import SentimentModel
+        from service.runtime.sentiment import SentimentModel
 
         self.model = SentimentModel(
             self.models_dir / "sentiment",
@@ -242,7 +242,7 @@ class TranslateAPI(_Base):
     endpoint = "translate"
 
     def _setup(self) -> None:
-        from service.translation_model import TranslationModel
+        from service.runtime.translation import TranslationModel
 
         self.models = {}
         for name, folder in find_artifacts(self.models_dir).items():

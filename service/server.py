@@ -60,9 +60,9 @@ from starlette.middleware.gzip import GZipMiddleware
 from service import __version__, logs
 from service import metrics as M
 from service.apis import SentimentAPI, TranslateAPI
-from service.artifacts import ArtifactError, find_artifacts, load_metadata
 from service.gateway import WORKER_LOST, Gateway, ServiceState
-from service.providers import CPU, ProviderError, create_session, threads_per_session, workers_per_family
+from service.runtime.artifacts import ArtifactError, find_artifacts, load_metadata
+from service.runtime.providers import CPU, ProviderError, create_session, threads_per_session, workers_per_family
 from service.schemas import LIMITS, ErrorResponse, SentimentRequest, TranslateRequest
 from service.settings import Settings
 

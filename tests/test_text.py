@@ -1,5 +1,5 @@
-"""Tokenizers shared by training and the service: service.text (sentiment words + vocabulary,
-head+tail truncation) and service.subword (SentencePiece for translation)."""
+"""Tokenizers shared by training and the service: service.runtime.text (sentiment words + vocabulary,
+head+tail truncation) and service.runtime.subword (SentencePiece for translation)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 import pytest
 import sentencepiece as spm
 
-from service.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Subword, clean, train_sentencepiece
-from service.text import PAD, UNK, Vocab, normalize, tokenize, truncate_head_tail
-from service.text import UNK_ID as WORD_UNK_ID
+from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Subword, clean, train_sentencepiece
+from service.runtime.text import PAD, UNK, Vocab, normalize, tokenize, truncate_head_tail
+from service.runtime.text import UNK_ID as WORD_UNK_ID
 from tests.synthetic import caption
 
 # --- word tokenizer ----------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from service.artifacts import write_metadata
-from service.sentiment_model import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
-from service.text import Vocab
+from service.runtime.artifacts import write_metadata
+from service.runtime.sentiment import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
+from service.runtime.text import Vocab
 from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
 from training.sentiment.data import IMDB_URL, Review, load_split, stratified_split
 from training.sentiment.model import SentimentClassifier, SentimentConfig
@@ -138,7 +138,7 @@ def export_sentiment(
     meta = {
         **base_metadata("imdb-sentiment-bilstm", "sentiment", version),
         **training_metadata(ck, "best_acc", "best_val_acc_pytorch"),
-        "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
+        "tokenizer": {"module": "service.runtime.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
         "data": {
             "dataset": "IMDB Large Movie Review Dataset v1.0",
             "source": IMDB_URL,

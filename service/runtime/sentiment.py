@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artifacts import ArtifactError, load_metadata
-from service.providers import CUDA, INT8_ATOL, Device, Precision, create_session, may_run_on_cuda
-from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
+from service.runtime.artifacts import ArtifactError, load_metadata
+from service.runtime.providers import CUDA, INT8_ATOL, Device, Precision, create_session, may_run_on_cuda
+from service.runtime.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 
 MODEL_FILE, INT8_FILE, VOCAB_FILE = "model.onnx", "model.int8.onnx", "vocab.json"
 INT8_GOLDEN_ATOL = INT8_ATOL  # the int8 model's golden logits
