@@ -165,7 +165,7 @@ class TranslationModel:
         g = self.meta["golden"]
         ref, ref_scores = g["translations"], g["scores"]
         if self.precision == "int8":
-            ref, ref_scores, atol = g["translations_int8"], g["scores_int8"], float(g.get("int8_score_atol", atol))
+            ref, ref_scores, atol = g["translations_int8"], g["scores_int8"], float(g["int8_score_atol"])
         where = self.folder / self.decoder_file
         hyps = self.translate(g["texts"], beam_size=int(g.get("beam_size", 5)))
         got = [self.detok(h[0]) for h in hyps]
