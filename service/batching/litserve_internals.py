@@ -27,8 +27,9 @@ test_litserve_contract.py, which runs LitServe's own request path next to ours:
 - `litserve.loops.base._SENTINEL_VALUE` and `_StopLoopError`: what a worker's queue receives at
   shutdown and how a loop says it is done (`unpack_request`, used by `batching.loop`).
 
-The measurements that keep the replacements (rather than `fast_queue=True` or LitServe's worker
-monitor) are in the docstrings of `batching.transport` and `batching.watchdog`.
+The measurements that keep the replacements rather than LitServe's own (Manager queues, the
+`fast_queue` option, its worker monitor) are in the docstrings of `batching.queue`,
+`batching.transport` and `batching.watchdog`.
 """
 
 from __future__ import annotations

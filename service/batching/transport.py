@@ -1,9 +1,17 @@
 """Responses, inference workers -> HTTP process: one `PipeQueue` per HTTP process.
 
 It implements LitServe's `MessageTransport` (send / areceive / close), in place of LitServe's
-Manager-queue transport. In the HTTP process a pump thread moves everything that has arrived
-onto the event loop in one wake-up, so a burst of answers costs one loop iteration, not one
-each. `litserve_internals.Server._init_manager` installs it.
+Manager-queue transport, whose areceive hops to a thread for every message (asyncio.to_thread
+around a Manager get). In the HTTP process a pump thread moves everything that has arrived onto
+the event loop in one wake-up, so a burst of answers costs one loop iteration, not one each.
+`litserve_internals.Server._init_manager` installs it.
+
+LitServe's alternative, `LitServer(fast_queue=True)` (a ZMQ broker for responses; requests still
+go through Manager queues), does nothing in 0.2.19: the server builds
+`TransportConfig(transport_config="zmq")`, a keyword the model ignores, so the transport stays
+"mp". Selecting ZMQ the way the option means to (transport_type="zmq", LitServe's own
+_init_manager) and serving the shipped models, no request was answered: each got the gateway's
+504 after the request timeout. So this transport stays.
 """
 
 from __future__ import annotations

@@ -7,11 +7,15 @@ once, later /v1 requests get 503 (gateway) and /health says 503. In the main pro
 exit code 3 for the orchestrator to restart it; a worker that failed its setup is a start-up
 failure (exit 2). Nothing hangs.
 
-LitServe's own monitor (`LitServer(restart_workers=...)`, on unless `_monitor_workers` is False)
-runs in the main process: it answers the requests in the main process's response buffer, but the
-waiting requests are held by the forked HTTP process, whose buffer it cannot reach. With it (and
-this module off), a request waiting on a worker that was killed hung until the request timeout
-(MEASURED_LITSERVE_MONITOR); with this module it is answered 503 in MEASURED_OWN_WATCHDOG.
+LitServe's own monitor (on unless `_monitor_workers` is False) runs in the main process: it
+answers the requests in the main process's response buffer, but the waiting requests are held by
+the forked HTTP process, whose buffer it cannot reach; it then shuts the server down. Measured
+side by side (one worker per family on 2 shared cores, shipped models; four /v1/sentiment
+requests waiting on a stopped worker, then the worker killed): with this module, all four were
+answered 503 within 0.03 s of the kill and the server exited with code 3 after 0.8 s; with
+LitServe's monitor instead, they were answered only when the HTTP process's shutdown grace ran
+out (503 at 20.2 s, the default 20 s grace) and the server exited with code 1 after 23.2 s. So
+this module stays.
 """
 
 from __future__ import annotations
