@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,24 @@ from service.batching.watchdog import ServiceState
 from service.settings import Settings
 
 
-def health(endpoint, state: ServiceState):
-    """LitServe's /health, answering text/plain (as documented; LitServe sends no Content-Type),
-    and 503 once an inference worker has died."""
+def health(
+    endpoint: Callable[[Request], Awaitable[Response]], state: ServiceState
+) -> Callable[[Request], Awaitable[PlainTextResponse]]:
+    """LitServe's /health endpoint, answering text/plain (as documented; LitServe sends no
+    Content-Type), and 503 once an inference worker has died."""
 
-    async def health(request: Request) -> PlainTextResponse:
+    async def health_(request: Request) -> PlainTextResponse:
         if state.failure is not None:
             return PlainTextResponse(f"not ready: {state.failure}", status_code=503)
         r = await endpoint(request)
         return PlainTextResponse(r.body, status_code=r.status_code)
 
-    return health
+    return health_
 
 
 def add_info_and_metrics(
     app: FastAPI, settings: Settings, state_dir: Path, pairs: list[str], threads: int, workers: int
-):
+) -> None:
     started = time.time()
 
     @app.get(
