@@ -15,16 +15,21 @@ from service.batching.queue import PipeQueue
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _child_put(q: PipeQueue) -> None:
+def _child_put(q: PipeQueue, done) -> None:
     q.put(("from", "child"))
+    done.wait(60)  # an item still buffered when a process ends is lost: stay until it was read
 
 
 def test_items_cross_to_a_spawned_process_and_back():
-    q = PipeQueue()
-    p = mp.get_context("spawn").Process(target=_child_put, args=(q,))
+    ctx = mp.get_context("spawn")
+    q, done = PipeQueue(), ctx.Event()
+    p = ctx.Process(target=_child_put, args=(q, done))
     p.start()
-    assert q.get(timeout=30) == ("from", "child")
-    p.join(30)
+    try:
+        assert q.get(timeout=60) == ("from", "child")
+    finally:
+        done.set()
+        p.join(60)
     assert p.exitcode == 0
 
 
