@@ -1,5 +1,5 @@
 """Prometheus metrics, defined once. Correct with several processes: the server runs
-prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by service.server before
+prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by service.__main__ before
 any worker starts) and /metrics aggregates every process's files.
 
 Recorded in the HTTP process: requests, latency, in-flight. In inference workers: queue wait,

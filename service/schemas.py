@@ -1,8 +1,10 @@
 """Request and response schemas of the HTTP API (pydantic), shared by the server and the client.
 
 Limits that operators configure (texts per request, characters per text, supported language
-pairs) are checked by validators against `LIMITS`, which the server fills from Settings and the
-artifacts present at start-up, and are also written into the OpenAPI schema.
+pairs) travel with each request, like its id: the HTTP gateway puts the server's `Limits` (made
+from Settings and the artifacts present at start-up) into `REQUEST_LIMITS` for every request it
+handles, and the validators and the OpenAPI schema read them from there. Outside a server (the
+client, tests) the defaults apply.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,15 +32,16 @@ from pydantic_core import PydanticCustomError
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
     max_texts: int = 64
     max_text_chars: int = 20_000
     max_translate_chars: int = 1_000
-    pairs: list[str] = field(default_factory=lambda: ["en-de", "en-fr"])
+    pairs: tuple[str, ...] = ("en-de", "en-fr")
 
 
-LIMITS = Limits()
+# The limits of the server handling the request being parsed (set by the HTTP gateway).
+REQUEST_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("request_limits", default=Limits())  # noqa: B039 (frozen)
 
 # What str.strip() removes (str.isspace()), spelled out so that every regex engine reading the
 # OpenAPI schema agrees with the server: "\s" differs between Python, ECMA-262 and Rust (U+001C-1F).
@@ -66,16 +69,18 @@ def json_int(ge: int, le: int) -> Any:
 
 def _count_texts(texts: Any) -> Any:
     """Before each text is validated: too many texts is the one thing to say (not 10,000 errors)."""
-    if isinstance(texts, list) and len(texts) > LIMITS.max_texts:
-        raise ValueError(f"at most {LIMITS.max_texts} texts per request (got {len(texts)}); split the request")
+    limit = REQUEST_LIMITS.get().max_texts
+    if isinstance(texts, list) and len(texts) > limit:
+        raise ValueError(f"at most {limit} texts per request (got {len(texts)}); split the request")
     return texts
 
 
 def _check_texts(texts: list[str], max_chars: int) -> list[str]:
     if not texts:
         raise ValueError("texts must hold at least one text")
-    if len(texts) > LIMITS.max_texts:
-        raise ValueError(f"at most {LIMITS.max_texts} texts per request (got {len(texts)}); split the request")
+    limit = REQUEST_LIMITS.get().max_texts
+    if len(texts) > limit:
+        raise ValueError(f"at most {limit} texts per request (got {len(texts)}); split the request")
     for i, t in enumerate(texts):
         if not t.strip():
             raise ValueError(f"texts[{i}] is empty or whitespace only; send some text")
@@ -85,19 +90,20 @@ def _check_texts(texts: list[str], max_chars: int) -> list[str]:
 
 
 def _request_schema(max_chars_attr: str, example: dict[str, Any]):
-    """Schema extras filled in when the schema is generated (after the server set LIMITS): the
-    configured limits, the supported pairs, and a whole-request example."""
+    """Schema extras filled in when the schema is generated (inside a request to /openapi.json, so
+    with that server's limits): the configured limits, the supported pairs, and a whole-request example."""
 
     def extra(schema: dict[str, Any]) -> None:
+        limits = REQUEST_LIMITS.get()
         props = schema.get("properties", {})
         if "texts" in props:
-            props["texts"]["maxItems"] = LIMITS.max_texts
-            props["texts"]["items"]["maxLength"] = getattr(LIMITS, max_chars_attr)
+            props["texts"]["maxItems"] = limits.max_texts
+            props["texts"]["items"]["maxLength"] = getattr(limits, max_chars_attr)
             props["texts"]["items"]["pattern"] = NOT_BLANK
             props["texts"]["items"]["description"] = "not empty or whitespace only"
         if "target_lang" in props:
-            pairs = ", ".join(LIMITS.pairs) or "none"
-            split = [p.split("-", 1) for p in LIMITS.pairs]
+            pairs = ", ".join(limits.pairs) or "none"
+            split = [p.split("-", 1) for p in limits.pairs]
             sources, targets = sorted({s for s, _ in split}), sorted({t for _, t in split})
             props["target_lang"]["description"] = f"target language; supported pairs (source-target): {pairs}"
             props["source_lang"]["description"] = f"source language; supported pairs (source-target): {pairs}"
@@ -167,7 +173,7 @@ class SentimentRequest(_Received):
     @field_validator("texts")
     @classmethod
     def _texts(cls, v: list[str]) -> list[str]:
-        return _check_texts(v, LIMITS.max_text_chars)
+        return _check_texts(v, REQUEST_LIMITS.get().max_text_chars)
 
 
 class ModelRef(BaseModel):
@@ -236,13 +242,13 @@ class TranslateRequest(_Received):
     @field_validator("texts")
     @classmethod
     def _texts(cls, v: list[str]) -> list[str]:
-        return _check_texts(v, LIMITS.max_translate_chars)
+        return _check_texts(v, REQUEST_LIMITS.get().max_translate_chars)
 
     @model_validator(mode="after")
     def _pair(self) -> TranslateRequest:
-        pair = f"{self.source_lang}-{self.target_lang}"
-        if pair not in LIMITS.pairs:
-            raise ValueError(f"unsupported language pair {pair}; supported: {', '.join(LIMITS.pairs) or 'none'}")
+        pair, pairs = f"{self.source_lang}-{self.target_lang}", REQUEST_LIMITS.get().pairs
+        if pair not in pairs:
+            raise ValueError(f"unsupported language pair {pair}; supported: {', '.join(pairs) or 'none'}")
         if self.n_best is not None and self.n_best > self.beam_size:
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
         return self

@@ -1,25 +1,37 @@
 """Service settings: one pydantic-settings object, from the environment (prefix RNNSERVE_) and
-the command line (which wins). Nothing else in the service reads the environment.
+the command line (which wins; service.__main__ generates it from these fields). Each option is
+documented here once, in its description. Nothing else in the service reads the environment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.schemas import Limits
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
+    """Serve the models in --models-dir over HTTP. Every option also comes from the environment,
+    upper-case with the prefix RNNSERVE_ (RNNSERVE_PORT=9000); the command line wins."""
+
     model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="forbid")
 
-    host: str = Field("0.0.0.0", description="interface to bind (0.0.0.0, 127.0.0.1 or ::)")
-    port: int = Field(8000, ge=1024, le=65535)
-    models_dir: Path = Field(PROJECT_ROOT / "models", description="folder of model artifacts")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime device")
+    host: str = Field("0.0.0.0", description="interface to bind: 0.0.0.0, 127.0.0.1 or ::")
+    port: int = Field(8000, ge=1024, le=65535, description="port to listen on")
+    models_dir: Path = Field(
+        PROJECT_ROOT / "models", description="folder of model artifacts (default: the shipped models/)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="ONNX Runtime device: auto (CUDA if it works, else CPU), cpu, or cuda (fail if CUDA cannot be used)",
+    )
     workers: int = Field(
         0,
         ge=0,
@@ -58,8 +70,13 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(2_000_000, ge=1024, description="request body limit (413 above)")
     max_queue: int = Field(512, ge=1, description="requests in flight before 429")
     request_timeout: float = Field(30.0, gt=0, description="seconds before a queued request gets 504")
-    api_key: SecretStr | None = Field(None, description="if set, /v1/* requires header X-API-Key")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_key: SecretStr | None = Field(
+        None,
+        description="if set, /v1/* requires this key in the X-API-Key header (prefer the RNNSERVE_API_KEY variable)",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level (JSON lines on stderr)"
+    )
     shutdown_grace: float = Field(20.0, ge=0, description="seconds to finish accepted requests on SIGTERM")
 
     @field_validator("host")
@@ -68,3 +85,7 @@ class Settings(BaseSettings):
         if v not in ("0.0.0.0", "127.0.0.1", "::"):
             raise ValueError("host must be 0.0.0.0, 127.0.0.1 or ::")
         return v
+
+    def limits(self, pairs: Sequence[str] = Limits.pairs) -> Limits:
+        """The request limits these settings configure, for the translation pairs being served."""
+        return Limits(self.max_texts, self.max_text_chars, self.max_translate_chars, tuple(pairs))

@@ -172,7 +172,7 @@ def copy_models(models_dir, tmp_path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def sentiment_model(models_dir):
     """The tiny sentiment artifact loaded in-process (the runtime the server uses)."""
-    from service.sentiment_model import SentimentModel
+    from service.runtime.sentiment import SentimentModel
 
     return SentimentModel(models_dir / "sentiment")
 
@@ -180,6 +180,6 @@ def sentiment_model(models_dir):
 @pytest.fixture(scope="session")
 def translator(models_dir):
     """The tiny en-de artifact loaded in-process."""
-    from service.translation_model import TranslationModel
+    from service.runtime.translation import TranslationModel
 
     return TranslationModel(models_dir / "translate-en-de")

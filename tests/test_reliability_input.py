@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.sentiment_model import SentimentModel
+from service.runtime.sentiment import SentimentModel
 
 S, T = "/v1/sentiment", "/v1/translate"
 DE = {"target_lang": "de"}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from bench.proctree import tree_rss_mb
-from service.sentiment_model import SentimentModel
+from service.runtime.sentiment import SentimentModel
 from tests.reliability_http import Load, burst
 from tests.service_http import in_flight, metrics, sample, wait_for
 

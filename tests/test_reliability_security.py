@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import gateway as gateway_module
-from service.gateway import Gateway
+from service.http import gateway as gateway_module
+from service.http.gateway import Gateway
 from service.settings import Settings
 from tests.service_http import inference_workers, log_records
 

@@ -18,9 +18,9 @@ import torch
 
 import training.sentiment.export as sent_export
 import training.sentiment.train as sent_train
-from service.artifacts import sha256_file
-from service.sentiment_model import SentimentModel
-from service.text import Vocab
+from service.runtime.artifacts import sha256_file
+from service.runtime.sentiment import SentimentModel
+from service.runtime.text import Vocab
 from tests.synthetic import SHORT_SETS
 from training.export import ParityError, onnx_export, op_types
 from training.export import main as export_main

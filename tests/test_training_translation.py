@@ -16,9 +16,9 @@ import torch
 
 import training.translation.export as tr_export
 import training.translation.train as tr_train
-from service.artifacts import load_metadata, sha256_file
-from service.subword import EOS_ID, Subword
-from service.translation_model import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from service.runtime.artifacts import load_metadata, sha256_file
+from service.runtime.subword import EOS_ID, Subword
+from service.runtime.translation import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, op_types
 from training.export import main as export_main
 from training.translation.data import load_pair

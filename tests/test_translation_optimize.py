@@ -15,10 +15,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from service.artifacts import ArtifactError, load_metadata, write_metadata
-from service.decoding import numpy_topk, pad_batch, translate_batched
-from service.subword import BOS_ID, EOS_ID
-from service.translation_model import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from service.runtime.artifacts import ArtifactError, load_metadata, write_metadata
+from service.runtime.decoding import numpy_topk, pad_batch, translate_batched
+from service.runtime.subword import BOS_ID, EOS_ID
+from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
 from training.translation import optimize
 from training.translation.data import load_pair
 

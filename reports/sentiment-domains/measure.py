@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.sentiment_model import SentimentModel
+from service.runtime.sentiment import SentimentModel
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = {

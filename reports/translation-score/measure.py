@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.translation_model import TranslationModel
+from service.runtime.translation import TranslationModel
 
 ROOT = Path(__file__).resolve().parents[2]
 

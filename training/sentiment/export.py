@@ -11,9 +11,9 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from service.artifacts import write_metadata
-from service.sentiment_model import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
-from service.text import Vocab
+from service.runtime.artifacts import write_metadata
+from service.runtime.sentiment import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
+from service.runtime.text import Vocab
 from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
 from training.sentiment.behaviour import all_cases, run_suite
 from training.sentiment.calibration import expected_calibration_error, fit_temperature, reliability_table
@@ -163,7 +163,7 @@ def export_sentiment(
     meta = {
         **base_metadata(NAME, "sentiment", version),
         **training_metadata(ck, "best_acc", "best_mean_val_acc_pytorch"),
-        "tokenizer": {"module": "service.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
+        "tokenizer": {"module": "service.runtime.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
         "data": {
             "sources": {d: {**SOURCES[d], **corpus.sizes()[d]} for d in corpus.train},
             "validation_split": (

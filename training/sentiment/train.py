@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from service.text import PAD_ID, Vocab, tokenize, truncate_head_tail
+from service.runtime.text import PAD_ID, Vocab, tokenize, truncate_head_tail
 from training.data import default_data_dir
 from training.plots import plot_curves
 from training.sentiment.corpus import Corpus, load_corpus

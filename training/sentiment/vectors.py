@@ -18,7 +18,7 @@ import torch
 from gensim.models import Word2Vec
 from tqdm import tqdm
 
-from service.text import tokenize
+from service.runtime.text import tokenize
 from training.data import default_data_dir
 from training.sentiment.corpus import load_corpus
 

@@ -92,8 +92,8 @@ def evaluate_artifact(
             test_src, test_ref, test_hyp = src, ref, hyp
     tables = {"attention (shipped)": by_length(test_src, test_hyp, test_ref)}
     if baseline_run is not None:
-        from service.subword import Subword
-        from service.translation_model import MAX_SRC_TOKENS
+        from service.runtime.subword import Subword
+        from service.runtime.translation import MAX_SRC_TOKENS
         from training.translation.export import load_checkpoint
         from training.translation.translate import TorchStepper, translate_ids
 
@@ -116,7 +116,7 @@ def evaluate_artifact(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from service.translation_model import TranslationModel
+    from service.runtime.translation import TranslationModel
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", type=Path, required=True)

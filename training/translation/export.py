@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from service.artifacts import write_metadata
-from service.decoding import pad_batch
-from service.subword import BOS_ID, Subword
-from service.translation_model import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from service.runtime.artifacts import write_metadata
+from service.runtime.decoding import pad_batch
+from service.runtime.subword import BOS_ID, Subword
+from service.runtime.translation import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import ParityError, base_metadata, io_spec, onnx_export, training_metadata
 from training.translation import optimize
 from training.translation.data import MULTI30K_URL, load_pair
@@ -228,7 +228,7 @@ def export_translation(
         **base_metadata(name, "translation", version),
         **training_metadata(ck, "best_bleu", "best_val_bleu_greedy_pytorch"),
         "tokenizer": {
-            "module": "service.subword",
+            "module": "service.runtime.subword",
             "kind": "sentencepiece unigram",
             "joint": cfg.joint_vocab,
             "src_vocab": len(src_tok),

@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from service.artifacts import load_metadata, write_metadata
-from service.translation_model import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from service.runtime.artifacts import load_metadata, write_metadata
+from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
 from training.translation.data import load_pair
 from training.translation.evaluate import scores, translate_all
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from service.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sentencepiece
+from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sentencepiece
 from training.data import default_data_dir
 from training.plots import plot_curves
 from training.sentiment.data import bucketed_batches

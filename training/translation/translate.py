@@ -1,4 +1,4 @@
-"""Translate with a PyTorch Seq2Seq through the shared numpy search (service.decoding).
+"""Translate with a PyTorch Seq2Seq through the shared numpy search (service.runtime.decoding).
 
 The same search runs over the ONNX step in the service, so PyTorch-vs-ONNX parity compares the
 models and nothing else.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.decoding import Hypothesis, State, translate_batched
-from service.subword import BOS_ID, EOS_ID, PAD_ID
+from service.runtime.decoding import Hypothesis, State, translate_batched
+from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID
 from training.rnn import length_mask
 from training.translation.model import Seq2Seq
 
@@ -52,6 +52,6 @@ class TorchStepper:
 
 
 def translate_ids(stepper, src: list[list[int]], **search) -> list[list[Hypothesis]]:
-    """service.decoding.translate_batched with this project's special ids; `search` takes its
+    """service.runtime.decoding.translate_batched with this project's special ids; `search` takes its
     options (beam_size, alpha, n_best, batch_size, max_ratio, max_extra, max_cap, ...)."""
     return translate_batched(stepper, src, bos=BOS_ID, eos=EOS_ID, pad=PAD_ID, **search)

@@ -152,7 +152,7 @@ def test_unsupported_language_pair_lists_the_supported_ones(server):
 
 
 def test_info_reports_models_provider_and_batching(server, models_dir):
-    from service.providers import CPU, threads_per_session, workers_per_family
+    from service.runtime.providers import CPU, threads_per_session, workers_per_family
 
     info = httpx.get(f"{server.url}/info").json()
     workers = workers_per_family(0, CPU)  # the default: one single-threaded worker per core, on CPU

@@ -1,4 +1,4 @@
-"""service.apis.DynamicBatchLoop: how long a batch waits to fill, and what it takes."""
+"""service.batching.loop.DynamicBatchLoop: how long a batch waits to fill, and what it takes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from queue import Queue
 from types import SimpleNamespace
 
-from service.apis import DynamicBatchLoop
+from service.batching.loop import DynamicBatchLoop
 
 
 def api(timeout: float, max_batch: int = 8):

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from service import providers as P
+from service.runtime import providers as P
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ inference worker has died (the server is going down to be restarted), Content-Ty
 (413), the bounded queue (429 + Retry-After; a request takes its slot before its body is read,
 so at most max_queue bodies are ever held), UTF-8 validity, the request deadline (504), and a
 503 for a request still running when the SIGTERM grace period ends. Then a body that validates
-goes straight onto the inference workers' queue (`fast`, server._FastPath); any other goes to
-LitServe's FastAPI route, which says what to fix.
+goes straight onto the inference workers' queue (`fast`, batching.fast_path); any other goes to
+LitServe's FastAPI route, which says what to fix. Every request is handled with the server's
+limits in its context (schemas.REQUEST_LIMITS), where the request schemas read them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics as M
-from service.schemas import REQUEST_ID
+from service.batching.watchdog import WORKER_LOST, ServiceState
+from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits
 from service.settings import Settings
 
 log = logging.getLogger("service.http")
@@ -60,15 +62,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return receive_
 
 
-class ServiceState:
-    """What the HTTP process knows about its inference workers: `failure` says why it can no
-    longer serve (an inference worker died); /health and /v1/* answer 503 from then on."""
-
-    def __init__(self) -> None:
-        self.failure: str | None = None
-
-
-WORKER_LOST = "an inference worker died; the server is restarting: retry shortly"
 SHUTTING_DOWN = "the server is shutting down and could not finish this request within its grace period: retry"
 
 
@@ -77,12 +70,14 @@ class Gateway:
         self,
         app: ASGIApp,
         settings: Settings,
+        limits: Limits | None = None,
         state: ServiceState | None = None,
         fast: Callable[[str, bytes], Awaitable[tuple[int, bytes, dict[str, str]] | None]] | None = None,
     ):
         self.app = app
-        self.fast = fast  # server._FastPath: valid /v1 bodies straight to the workers' queue
+        self.fast = fast  # batching.fast_path.FastPath: valid /v1 bodies straight to the workers' queue
         self.s = settings
+        self.limits = limits or settings.limits()
         self.state = state or ServiceState()
         self.key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self.in_flight: Counter[str] = Counter()
@@ -94,7 +89,7 @@ class Gateway:
         headers = Headers(scope=scope)
         given = headers.get("x-request-id", "")
         rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
-        token = REQUEST_ID.set(rid)
+        token, limits_token = REQUEST_ID.set(rid), REQUEST_LIMITS.set(self.limits)
         path: str = scope["path"]
         endpoint = path[4:] if path.startswith("/v1/") else None
         state = {"status": 500, "started": False}
@@ -140,6 +135,7 @@ class Gateway:
                     },
                 )
             REQUEST_ID.reset(token)
+            REQUEST_LIMITS.reset(limits_token)
 
     async def _v1(
         self, scope: Scope, receive: Receive, send: Send, headers: Headers, endpoint: str, state: dict

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.sentiment_model import SentimentModel
+from service.runtime.sentiment import SentimentModel
 from tests.service_http import burst, frozen, in_flight, inference_workers, metrics, sample, wait_for
 
 FAMILIES = {  # name -> type

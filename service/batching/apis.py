@@ -1,9 +1,9 @@
 """The two LitAPIs: one per model family. Each loads and verifies its artifacts in `setup()`
 (inside the inference worker process), warms up, and then serves dynamic batches.
 
-Request flow: HTTP -> schema validation (API process) -> LitServe queue -> worker:
+Request flow: HTTP -> schema validation (HTTP process) -> request queue -> worker:
 decode_request -> batch -> predict (tokenize, sort by length, ONNX, decode) -> unbatch ->
-encode_response -> HTTP.
+encode_response -> response queue -> HTTP.
 """
 
 import json
@@ -13,18 +13,19 @@ import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from queue import Empty, Queue
 from typing import Any
 
 import litserve as ls
 import numpy as np
 from fastapi import HTTPException
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
-from litserve.loops.simple_loops import BatchedLoop
 
+from service import logs
 from service import metrics as M
-from service.artifacts import find_artifacts
-from service.providers import Device
+from service.batching.loop import DynamicBatchLoop
+from service.runtime.artifacts import find_artifacts
+from service.runtime.providers import Device
+from service.runtime.sentiment import SentimentModel
+from service.runtime.translation import TranslationModel
 from service.schemas import (
     ModelRef,
     SentimentRequest,
@@ -36,52 +37,6 @@ from service.schemas import (
 )
 
 log = logging.getLogger("service.worker")
-
-
-class DynamicBatchLoop(BatchedLoop):
-    """LitServe's batched loop with a different way of collecting a batch.
-
-    LitServe's own polls the request queue every millisecond even when idle, and opens the batch
-    window when it starts polling, not when a request arrives. Here an idle worker blocks until a
-    request comes; the window (batch_timeout) opens then; whatever is already queued when it
-    closes is taken too (up to max_batch_size): waiting for requests that are already there
-    buys nothing.
-
-    The default window is 0: a free worker takes what is queued and starts. On CPU, where a batch
-    of 16 reviews is only ~1.4x as efficient per review as single ones, a worker waiting for more
-    requests is a core standing idle (side by side on 2 cores, sentiment at concurrency 32: 824-860
-    req/s with no window, 745 with 2 ms, 680 with 5 ms; translation equal).
-
-    The window opens when the worker takes the first request, not when that request was queued.
-    Counting it from the queueing time (so that requests which waited behind a busy worker leave
-    at once) was measured and dropped: under a steady load the callers split into groups that
-    alternate on the worker, and batches shrank (make bench, back-to-back runs: translation at
-    concurrency 16, mean batch 14.2 -> 8.0; sentiment at 32, 20.5 -> 15.3), throughput with them.
-    """
-
-    def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Queue, transport: Any) -> tuple[list, list]:
-        try:
-            items = [request_queue.get(timeout=1.0)]
-        except Empty:
-            return [], []
-        deadline = time.monotonic() + lit_api.batch_timeout
-        while len(items) < lit_api.max_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                items.append(request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait())
-            except Empty:
-                break
-        payloads, timed_out = [], []
-        now = time.monotonic()
-        for item in items:
-            if item == _SENTINEL_VALUE:
-                raise _StopLoopError()
-            response_queue_id, uid, submitted, x = item
-            if lit_api.request_timeout not in (-1, False) and now - submitted > lit_api.request_timeout:
-                timed_out.append((response_queue_id, uid))  # answered 504 by the loop
-            else:
-                payloads.append((response_queue_id, uid, x))
-        return payloads, timed_out
 
 
 class _Base(ls.LitAPI):
@@ -111,19 +66,17 @@ class _Base(ls.LitAPI):
                 loop=DynamicBatchLoop() if max_batch_size > 1 else "auto",
             )
         self.models_dir, self.device, self.state_dir = Path(models_dir), device, Path(state_dir)
-        self.threads = threads  # chosen once, by server.build (settings.threads or cores / workers)
+        self.threads = threads  # chosen once, by http.app.build (settings.threads or cores / workers)
         # On CPU a BiLSTM gains little from rows beyond a few per step, and a batch padded to its
         # longest review wastes the rest. CPU time per IMDB review on one thread, batches of 16:
         # 1.41-1.48 ms with 1024 tokens, 1.50-1.55 with 2048, 1.69 with 4096, 2.06 with 16384 (one
         # review per call: 1.93). With two threads per session 2048 had been the best.
         self.token_budget = token_budget
         self.precision = precision  # sentiment's model, the translators' decoder step
-        self.spin = spin  # ONNX Runtime threads spin-wait during a run (service.providers.session_options)
+        self.spin = spin  # ONNX Runtime threads spin-wait during a run (service.runtime.providers.session_options)
         self.log_level = log_level
 
     def setup(self, device: str) -> None:
-        from service import logs
-
         logs.configure(self.log_level)
         try:
             self._setup()
@@ -179,8 +132,6 @@ class SentimentAPI(_Base):
     endpoint = "sentiment"
 
     def _setup(self) -> None:
-        from service.sentiment_model import SentimentModel
-
         self.model = SentimentModel(
             self.models_dir / "sentiment",
             device=self.device,
@@ -241,8 +192,6 @@ class TranslateAPI(_Base):
     endpoint = "translate"
 
     def _setup(self) -> None:
-        from service.translation_model import TranslationModel
-
         self.models = {}
         for name, folder in find_artifacts(self.models_dir).items():
             if name.startswith("translate-"):

@@ -16,7 +16,7 @@ from typing import Literal
 
 import onnxruntime as ort
 
-from service.artifacts import ArtifactError
+from service.runtime.artifacts import ArtifactError
 
 log = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]

@@ -1,4 +1,4 @@
-"""Artifact verification (service.artifacts) and the runtime loaders refusing a corrupt, incomplete
+"""Artifact verification (service.runtime.artifacts) and the runtime loaders refusing a corrupt, incomplete
 or mismatched model folder with an ArtifactError that names the file."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from service.artifacts import ArtifactError, find_artifacts, load_metadata, sha256_file, write_metadata
-from service.sentiment_model import SentimentModel
-from service.translation_model import TranslationModel
+from service.runtime.artifacts import ArtifactError, find_artifacts, load_metadata, sha256_file, write_metadata
+from service.runtime.sentiment import SentimentModel
+from service.runtime.translation import TranslationModel
 
-# --- service.artifacts on a plain folder -------------------------------------------------------
+# --- service.runtime.artifacts on a plain folder -------------------------------------------------------
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
-"""The gateway's fast path for valid /v1 bodies (service.server._FastPath), without a server:
-a stand-in for LitServe's queue and response buffer. The HTTP tests (test_service_*.py) cover
-it end to end; these pin what it hands to the workers, what it answers, and when it leaves a
-request to the FastAPI route."""
+"""The gateway's fast path for valid /v1 bodies (service.batching.fast_path), without a server:
+a stand-in for LitServe's queue and response buffer behind the real `Server.submit`
+(test_litserve_contract.py checks that stand-in against LitServe). The HTTP tests cover it end
+to end; these pin what it hands to the workers, what it answers, and when it leaves a request to
+the FastAPI route."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import pickle
 from types import SimpleNamespace
@@ -13,8 +15,9 @@ from types import SimpleNamespace
 from fastapi import HTTPException
 from litserve.utils import LitAPIStatus
 
-from service import server as S
-from service.gateway import WORKER_LOST
+from service.batching.fast_path import FastPath, error_reply
+from service.batching.litserve_internals import Server
+from service.batching.watchdog import WORKER_LOST
 from service.schemas import ModelRef, SentimentRequest, SentimentResponse, SentimentResult, TranslateRequest
 
 RESULT = SentimentResponse(
@@ -46,7 +49,8 @@ def _fast(answer):
     server = SimpleNamespace(response_buffer={}, app=SimpleNamespace(response_queue_id=0))
     worker = _Worker(server, answer)
     server._get_request_queue = lambda path: worker
-    return S._FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, 30.0), server, worker
+    server.submit = functools.partial(Server.submit, server)
+    return FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, 30.0), server, worker
 
 
 def test_a_valid_body_goes_to_the_queue_validated_and_comes_back_as_json():
@@ -108,7 +112,7 @@ def test_worker_errors_keep_their_status_detail_and_headers():
 
 
 def test_a_queue_timeout_says_the_server_is_overloaded_and_anything_else_is_a_500():
-    status, body, _ = S._error_reply(HTTPException(504, "Request timed out"), 30.0)
+    status, body, _ = error_reply(HTTPException(504, "Request timed out"), 30.0)
     assert status == 504 and "the server is overloaded: retry later" in json.loads(body)["detail"]
-    status, body, _ = S._error_reply(RuntimeError("boom"), 30.0)
+    status, body, _ = error_reply(RuntimeError("boom"), 30.0)
     assert status == 500 and "boom" not in body.decode()  # the log has it, the client does not

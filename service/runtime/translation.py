@@ -1,5 +1,5 @@
 """The translator at run time: verified artifact, SentencePiece, ONNX encoder + decoder step,
-and the shared numpy search (service.decoding). Training's evaluation uses this same class.
+and the shared numpy search (service.runtime.decoding). Training's evaluation uses this same class.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artifacts import ArtifactError, load_metadata
-from service.decoding import Hypothesis, State, numpy_topk, translate_batched
-from service.providers import CUDA, INT8_ATOL, Device, Precision, create_session
-from service.subword import BOS_ID, EOS_ID, PAD_ID, Subword
+from service.runtime.artifacts import ArtifactError, load_metadata
+from service.runtime.decoding import Hypothesis, State, numpy_topk, translate_batched
+from service.runtime.providers import CUDA, INT8_ATOL, Device, Precision, create_session
+from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
 DECODER_INT8 = "decoder.int8.onnx"  # optional: int8 weights, made by training.translation.optimize
@@ -126,7 +126,7 @@ class TranslationModel:
         batch_size: int = 64,
         attention: bool = True,
     ) -> list[list[Hypothesis]]:
-        """Hypotheses (n_best, best first) per source, in input order (service.decoding.translate_batched).
+        """Hypotheses (n_best, best first) per source, in input order (service.runtime.decoding.translate_batched).
         `attention=False` skips collecting the attention rows that `alignment()` needs."""
         return translate_batched(
             self.stepper,
@@ -165,7 +165,7 @@ class TranslationModel:
         g = self.meta["golden"]
         ref, ref_scores = g["translations"], g["scores"]
         if self.precision == "int8":
-            ref, ref_scores, atol = g["translations_int8"], g["scores_int8"], float(g.get("int8_score_atol", atol))
+            ref, ref_scores, atol = g["translations_int8"], g["scores_int8"], float(g["int8_score_atol"])
         where = self.folder / self.decoder_file
         hyps = self.translate(g["texts"], beam_size=int(g.get("beam_size", 5)))
         got = [self.detok(h[0]) for h in hyps]

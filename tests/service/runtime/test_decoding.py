@@ -1,4 +1,4 @@
-"""service.decoding on synthetic log-probabilities: no model, just a table of what each prefix
+"""service.runtime.decoding on synthetic log-probabilities: no model, just a table of what each prefix
 scores next. Every expectation is worked out by hand (or recomputed from the table)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from service.decoding import beam_search, greedy_search, length_penalty, max_lengths
+from service.runtime.decoding import beam_search, greedy_search, length_penalty, max_lengths
 
 BOS, EOS, A, B, C = 0, 1, 2, 3, 4
 V, S = 5, 4  # vocabulary, source positions (attention width)

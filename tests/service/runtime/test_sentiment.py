@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.artifacts import ArtifactError
-from service.sentiment_model import INT8_FILE, INT8_GOLDEN_ATOL, MODEL_FILE, SentimentModel
+from service.runtime.artifacts import ArtifactError
+from service.runtime.sentiment import INT8_FILE, INT8_GOLDEN_ATOL, MODEL_FILE, SentimentModel
 
 
 @pytest.fixture(scope="session")
