@@ -117,6 +117,26 @@ def test_mixture_caps_each_domain_and_rotates_through_it():
     assert draw_mixture(train, caps, 1, seed=1) == epochs[0]
 
 
+def test_composed_pairs_take_the_verdict_after_but_and_are_mixed_otherwise():
+    texts = ["the food was great .", "i loved the staff", "service was slow !", "the room smelled bad"]
+    vocab = Vocab.build([t.split() for t in texts] + ["but , however yet honestly and ;".split()] * 2, 100, 1)
+    train_sets = {"yelp_shen_sentences": sent_train.Encoded([vocab.encode(t.split()) for t in texts], [1, 1, 0, 0])}
+    rows = sent_train.compose_pairs(train_sets, vocab, 200, epoch=1, seed=0)
+    assert len(rows) == 200 and rows == sent_train.compose_pairs(train_sets, vocab, 200, epoch=1, seed=0)
+    clauses = {tuple(vocab.encode(t.split())): y for t, y in zip(texts, [1, 1, 0, 0], strict=True)}
+    for ids, label, domain, eps in rows:
+        words = [vocab.itos[i] for i in ids]
+        (last,) = [c for c in clauses if tuple(ids[-len(c) :]) == c]  # every text ends with a whole clause
+        if domain == "pairs: contrast":
+            assert eps == 0.0 and {"but", "however", "yet"} & set(words)
+            assert label == clauses[last]  # the clause after the conjunction decides
+        else:
+            assert domain == "pairs: mixed" and eps == 1.0  # a 50/50 target
+        assert "." not in words[:-1] and "!" not in words[:-1]  # the first clause lost its full stop
+    assert {d for *_, d, _ in rows} == {"pairs: contrast", "pairs: mixed"}
+    assert sent_train.compose_pairs(train_sets, vocab, 0, epoch=1, seed=0) == []
+
+
 def test_token_budget_batches_cover_everything_once_within_budget():
     import random
 
