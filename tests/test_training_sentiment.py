@@ -119,7 +119,9 @@ def test_mixture_caps_each_domain_and_rotates_through_it():
 
 def test_composed_pairs_take_the_verdict_after_but_and_are_mixed_otherwise():
     texts = ["the food was great .", "i loved the staff", "service was slow !", "the room smelled bad"]
-    vocab = Vocab.build([t.split() for t in texts] + ["but , however yet honestly and ;".split()] * 2, 100, 1)
+    vocab = Vocab.build(
+        [t.split() for t in texts] + [["but", ",", "however", "yet", "honestly", "and", ";"]] * 2, 100, 1
+    )
     train_sets = {"yelp_shen_sentences": sent_train.Encoded([vocab.encode(t.split()) for t in texts], [1, 1, 0, 0])}
     rows = sent_train.compose_pairs(train_sets, vocab, 200, epoch=1, seed=0)
     assert len(rows) == 200 and rows == sent_train.compose_pairs(train_sets, vocab, 200, epoch=1, seed=0)
