@@ -20,8 +20,8 @@ import training.sentiment.train as sent_train
 from service.artifacts import sha256_file
 from service.sentiment_model import SentimentModel
 from service.text import Vocab
-from training.export import ParityError, onnx_export, op_types
 from training.export import main as export_main
+from training.onnx_io import ParityError, onnx_export, op_types
 from training.sentiment.data import bucketed_batches, load_split, stratified_split
 from training.sentiment.export import check_sentiment_parity, load_checkpoint, parity_batch
 from training.sentiment.model import SentimentClassifier, SentimentConfig

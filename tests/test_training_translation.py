@@ -19,11 +19,11 @@ import training.translation.train as tr_train
 from service.artifacts import load_metadata, sha256_file
 from service.subword import EOS_ID, Subword
 from service.translation_model import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
-from training.export import ParityError, op_types
 from training.export import main as export_main
+from training.onnx_io import ParityError, op_types
 from training.translation.data import load_pair
-from training.translation.export import check_search_parity, check_step_parity, load_checkpoint
-from training.translation.model import TranslationConfig
+from training.translation.export import check_search_parity, check_step_parity
+from training.translation.model import TranslationConfig, load_checkpoint
 from training.translation.train import TrainConfig, train
 from training.translation.translate import TorchStepper, translate_ids
 

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from service.artifacts import write_metadata
 from service.sentiment_model import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
 from service.text import Vocab
-from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
+from training.card import base_metadata, training_metadata
+from training.onnx_io import ParityError, io_spec, onnx_export, op_types
 from training.sentiment.data import IMDB_URL, Review, load_split, stratified_split
 from training.sentiment.model import SentimentClassifier, SentimentConfig
 from training.sentiment.train import TrainConfig, encode_reviews, make_batch
