@@ -16,12 +16,13 @@ import torch
 
 import training.translation.export as tr_export
 import training.translation.train as tr_train
-from service.artifacts import load_metadata, sha256_file
+from service.artifacts import ArtifactError, load_metadata, sha256_file
 from service.subword import EOS_ID, Subword
 from service.translation_model import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import main as export_main
 from training.onnx_io import ParityError, op_types
 from training.translation.data import load_pair
+from training.translation.evaluate import OUT_OF_DOMAIN, check_runtime
 from training.translation.export import check_search_parity, check_step_parity
 from training.translation.model import TranslationConfig, load_checkpoint
 from training.translation.train import TrainConfig, train
@@ -310,3 +311,37 @@ def test_baseline_comparison_by_source_length(artifact, data_dir, tmp_path):
     assert updated["metrics"]["baseline_no_attention_test"]["bleu"] == m["baseline_no_attention_test"]["bleu"]
     assert updated["metrics"]["int8"] == {"shipped": False, "note": "kept"}
     assert json.loads((art / "bleu_by_length.json").read_text()) == tables
+
+
+# --- the card: what was chosen on which split, and how to read `score` --------------------------
+
+
+def test_every_choice_is_recorded_with_its_split_and_test_is_never_one(meta):
+    sel = meta["selection"]
+    assert {"checkpoint", "vocabulary", "decoding", "score_threshold"} <= set(sel)
+    assert all(s["split"] in ("validation", None) for k, s in sel.items() if k != "rule")
+    assert sel["checkpoint"]["value"] == meta["training"]["best_val_bleu_greedy_pytorch"]
+    assert sel["score_threshold"]["value"] == meta["score_guide"]["threshold"]
+
+
+def test_score_guide_is_measured_on_validation_and_out_of_domain_text(artifact, meta, data_dir):
+    g = meta["score_guide"]
+    assert g["validation"]["n"] == 40 and sum(b["n"] for b in g["validation"]["bands"]) == 40
+    p5 = g["validation"]["percentiles"]["5"]
+    assert g["threshold"] <= p5 < g["threshold"] + 0.5 + 0.01  # p5 (rounded to 0.01) rounded down to 0.5
+    assert [o["text"] for o in g["out_of_domain"]] == OUT_OF_DOMAIN
+    tm = TranslationModel(artifact)
+    hyps = tm.translate(OUT_OF_DOMAIN)
+    assert [o["translation"] for o in g["out_of_domain"]] == [tm.detok(h[0]) for h in hyps]
+    below = sum(h[0].score < g["threshold"] for h in hyps)
+    assert g["out_of_domain_below_threshold"] == below
+    card = (artifact / "README.md").read_text(encoding="utf-8")
+    assert "image captions" in card and f"below {g['threshold']:.2f}" in card and OUT_OF_DOMAIN[0] in card
+
+
+def test_the_runtime_check_refuses_a_card_that_misquotes_the_model(artifact, meta, tmp_path):
+    check_runtime(artifact, meta)
+    lying = copy.deepcopy(meta)
+    lying["score_guide"]["out_of_domain"][0]["translation"] = "Bitte senden Sie mir die Rechnung bis Freitag."
+    with pytest.raises(ArtifactError, match="the card says"):
+        check_runtime(artifact, lying)

@@ -19,8 +19,10 @@ from service.artifacts import ArtifactError, load_metadata, write_metadata
 from service.decoding import numpy_topk, pad_batch, translate_batched
 from service.subword import BOS_ID, EOS_ID
 from service.translation_model import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from training.card import translation_readme, translation_selection
 from training.translation import optimize
 from training.translation.data import load_pair
+from training.translation.evaluate import check_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,3 +261,17 @@ def test_shipped_translator_is_verified_and_within_40_mb(pair):
     assert sum(p.stat().st_size for p in art.iterdir() if p.is_file()) < 40e6
     assert {EMBEDDING, DECODER_INT8} <= set(meta["files"]) and meta["metrics"]["int8"]["shipped"]
     assert meta["metrics"]["int8"]["validation_bleu_drop"] <= meta["metrics"]["int8"]["max_drop"]
+
+
+@pytest.mark.parametrize("pair", ["en-de", "en-fr"])
+def test_shipped_translator_card_is_its_metadata_and_its_examples_are_what_the_service_says(pair):
+    art = ROOT / "models" / f"translate-{pair}"
+    meta = load_metadata(art, task="translation")
+    assert (art / "README.md").read_text(encoding="utf-8") == translation_readme(meta)
+    assert meta["selection"] == translation_selection(meta)
+    g = meta["score_guide"]
+    assert g["measured_with"].startswith(DECODER_INT8)  # what the service serves on CPU by default
+    assert g["out_of_domain"][0]["text"] == "Please send me the invoice by Friday."
+    assert g["out_of_domain_below_threshold"] >= len(g["out_of_domain"]) - 1
+    assert g["validation"]["n"] == 1014 and g["threshold"] <= g["validation"]["percentiles"]["5"]
+    check_runtime(art, meta)  # the golden outputs and every out-of-domain example, through the service's class

@@ -80,6 +80,7 @@ def write_artifact(folder: Path, meta: dict, readme: str) -> dict:
 
 def translation_selection(meta: dict) -> dict:
     """Which choices the shipped translator rests on, and the split each was made on."""
+    d = meta["decoding"]
     sel: dict = {
         "rule": "every choice reads the validation split (Multi30k val); test2016 is only reported",
         "checkpoint": {
@@ -89,13 +90,14 @@ def translation_selection(meta: dict) -> dict:
         },
         "vocabulary": {
             "split": "validation",
-            "criterion": "joint vs per-language 8k SentencePiece, greedy validation BLEU per epoch on the full "
-            "data (training.translation.select_vocab; reports/translation-vocab)",
+            "criterion": "joint vs per-language 8k SentencePiece, greedy validation BLEU per epoch on all the "
+            "en-de data (training.translation.select_vocab; reports/translation-vocab); the same recipe for every pair",
             "chosen": "joint" if meta["config"]["joint_vocab"] else "separate",
         },
         "decoding": {
             "split": None,
-            "criterion": "fixed beforehand (beam 5, GNMT length penalty 0.6), not tuned on any split",
+            "criterion": f"fixed beforehand (beam {d['beam_size']}, GNMT length penalty {d['length_penalty']}), "
+            "not tuned on any split",
         },
     }
     q = meta["metrics"].get("int8")
@@ -137,7 +139,7 @@ def translation_readme(meta: dict) -> str:
         "never seen an email, an invoice, a user manual, a news article, a question or a dialogue, and it "
         "does not say so: out of its domain it returns fluent-looking text that is unrelated to the "
         "input, often with invented words. Measured on the files in this folder, through the service's "
-        f"model class (`{g['measured_with']}`):",
+        f"model class as it serves them on CPU by default (`{g['measured_with']}`):",
         "",
         "| input | output | score |",
         "|---|---|---|",
@@ -171,8 +173,8 @@ def translation_readme(meta: dict) -> str:
         f"({g['threshold_rule']}). {below} of the {n_ood} out-of-domain sentences above fall below it, "
         f"and {g['validation_below_threshold']:.1%} of the validation captions do too (those are "
         "the captions it translates worst). Above the threshold is no guarantee: the ranges overlap, "
-        "and garbage can score above it. Longer sentences score lower. If your input is not a short "
-        "description of a scene, expect nonsense whatever the score.",
+        "and garbage can score above it. If your input is not a short description of a scene, expect "
+        "nonsense whatever the score.",
         "",
         "## Quality on its own domain",
         "",
@@ -199,11 +201,11 @@ def translation_readme(meta: dict) -> str:
         )
     lines += ["", "![BLEU by source length](bleu_by_length.png)", "", "## Choices, and the data they were made on", ""]
     sel = meta["selection"]
-    lines.append(f"{sel['rule'].capitalize()}.")
+    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
     lines.append("")
     for key, s in sel.items():
         if key != "rule":
-            where = f"on {s['split']}" if s["split"] else "on no data"
+            where = f"on {s['split']}" if s["split"] else "on no split"
             lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
     step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
     lines += [

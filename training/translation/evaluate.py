@@ -161,7 +161,7 @@ def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5) -> dict:
     bands = []
     for lo, hi in itertools.pairwise(edges):
         idx = (s >= lo) & (s < hi)
-        name = f"below {hi:g}" if lo == -np.inf else f"{hi:g} or more" if hi == np.inf else f"{lo:g} to {hi:g}"
+        name = f"below {hi:g}" if lo == -np.inf else f"{lo:g} or more" if hi == np.inf else f"{lo:g} to {hi:g}"
         if idx.any():
             bands.append({"band": name, "n": int(idx.sum()), "mean_chrf": round(float(chrf[idx].mean()), 1)})
     threshold = float(np.floor(np.percentile(s, THRESHOLD_PERCENTILE) * 2) / 2)
