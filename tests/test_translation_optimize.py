@@ -213,12 +213,16 @@ def test_auto_serves_the_int8_decoder_on_cpu_and_fp32_when_asked(int8_translator
     assert (plain.precision, plain.decoder_file) == ("fp32", DECODER)
 
 
-def test_int8_and_fp32_translations_mostly_agree(int8_translators, data_dir):
+def test_int8_and_fp32_translations_agree_as_measured_and_recorded(int8_translators, data_dir):
     art = int8_translators / "translate-en-de"
-    src, _ = load_pair(data_dir, "test", "en", "de")
+    src, _ = load_pair(data_dir, "val", "en", "de")
     a = [h[0].tokens for h in TranslationModel(art, precision="fp32").translate(src[:40])]
     b = [h[0].tokens for h in TranslationModel(art, precision="int8").translate(src[:40])]
-    assert np.mean([x == y for x, y in zip(a, b, strict=True)]) >= 0.5
+    same = np.mean([x == y for x, y in zip(a, b, strict=True)])
+    assert same == load_metadata(art)["metrics"]["int8"]["validation_identical_to_fp32"]
+    # This tiny model (16-dim embeddings, 2 epochs) gave 29 of 40 identical (0.725) when measured;
+    # the shipped ones are far less sensitive (their validation BLEU moves by 0.03 points).
+    assert same >= 0.7
 
 
 def test_int8_golden_check_uses_its_own_outputs(int8_translators, tmp_path):

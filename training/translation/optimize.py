@@ -202,6 +202,12 @@ def int8_decoder(folder: Path, meta: dict, data_dir: Path, *, max_drop: float = 
             src, ref = src[:limit], ref[:limit]
         hyp, _ = _translations(tm, src, f"{key} {tm.pair} int8", beam)
         m[key] = scores(hyp, ref)
+        if split == "val":
+            fp32 = onnx_translator(folder, DECODER, meta["config"], meta["decoding"])
+            same = np.mean(
+                [a == b for a, b in zip(hyp, _translations(fp32, src, "validation fp32", beam)[0], strict=True)]
+            )
+            m["validation_identical_to_fp32"] = round(float(same), 4)
     drop = meta["metrics"]["validation"]["bleu"] - m["validation"]["bleu"]  # the decision: validation only
     m.update(
         validation_bleu_drop=round(drop, 2),
