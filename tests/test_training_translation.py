@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -262,6 +263,24 @@ def test_export_writes_nothing_when_parity_fails(translation_run, data_dir, tmp_
     with pytest.raises(ParityError, match="decoder step"):
         export_main(["translation", "--run", str(translation_run), "--out", str(out), "--data-dir", str(data_dir)])
     assert list(out.parent.iterdir()) == []
+
+
+def test_export_writes_metadata_once_from_measured_values(translation_run, data_dir, tmp_path, monkeypatch):
+    writes = []
+    real = Path.write_text
+
+    def counting(self, text, *args, **kw):
+        if self.name == "metadata.json":
+            writes.append(json.loads(text))
+        return real(self, text, *args, **kw)
+
+    monkeypatch.setattr(Path, "write_text", counting)
+    out = tmp_path / "translate-en-de"
+    out.mkdir()
+    meta = tr_export.export_translation(translation_run, out, data_dir, quantize=True, limit_eval=20)
+    assert len(writes) == 1 and writes[0] == meta  # once, with the int8 figures and the score guide in it
+    assert {"metrics", "golden", "score_guide", "selection"} <= set(meta) and "int8" in meta["metrics"]
+    load_metadata(out, task="translation")
 
 
 def test_folder_is_small(artifact):
