@@ -122,12 +122,17 @@ def translation_readme(meta: dict) -> str:
     cfg, m, d = meta["config"], meta["metrics"], meta["decoding"]
     src, tgt = LANGUAGES.get(cfg["src_lang"], cfg["src_lang"]), LANGUAGES.get(cfg["tgt_lang"], cfg["tgt_lang"])
     g, q = meta["score_guide"], m.get("int8", {})
-    v = g["validation"]
+    v, tok = g["validation"], meta["tokenizer"]
+    vocab = (
+        f"joint SentencePiece vocabulary of {tok['src_vocab']}"
+        if tok["joint"]
+        else f"SentencePiece vocabularies of {tok['src_vocab']} ({src}) and {tok['tgt_vocab']} ({tgt})"
+    )
     lines = [
         f"# {meta['name']} {meta['version']}",
         "",
-        f"{src} → {tgt} translator: an attention sequence-to-sequence model (bidirectional LSTM encoder, "
-        f"LSTM decoder with additive attention, joint SentencePiece vocabulary of {meta['tokenizer']['src_vocab']}), "
+        f"{src} → {tgt} translator: a sequence-to-sequence model (bidirectional {cfg['cell'].upper()} encoder, "
+        f"LSTM decoder {'with additive attention' if cfg['attention'] else 'without attention'}, {vocab}), "
         "served by `service` as ONNX. This card is generated from `metadata.json` "
         "(`python -m training.translation.evaluate --artifact <this folder> --rewrite-card`).",
         "",
