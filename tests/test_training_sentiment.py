@@ -22,8 +22,8 @@ from service.runtime.artifacts import sha256_file
 from service.runtime.sentiment import SentimentModel
 from service.runtime.text import Vocab
 from tests.synthetic import SHORT_SETS
-from training.export import ParityError, onnx_export, op_types
 from training.export import main as export_main
+from training.onnx_io import ParityError, onnx_export, op_types
 from training.sentiment.corpus import IMDB, load_corpus
 from training.sentiment.data import bucketed_batches, load_split, stratified_split
 from training.sentiment.export import check_sentiment_parity, load_checkpoint, parity_batch

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,14 +17,15 @@ import torch
 
 import training.translation.export as tr_export
 import training.translation.train as tr_train
-from service.runtime.artifacts import load_metadata, sha256_file
+from service.runtime.artifacts import ArtifactError, load_metadata, sha256_file
 from service.runtime.subword import EOS_ID, Subword
 from service.runtime.translation import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
-from training.export import ParityError, op_types
 from training.export import main as export_main
+from training.onnx_io import ParityError, op_types
 from training.translation.data import load_pair
-from training.translation.export import check_search_parity, check_step_parity, load_checkpoint
-from training.translation.model import TranslationConfig
+from training.translation.evaluate import OUT_OF_DOMAIN, check_runtime
+from training.translation.export import check_search_parity, check_step_parity
+from training.translation.model import TranslationConfig, load_checkpoint
 from training.translation.train import TrainConfig, train
 from training.translation.translate import TorchStepper, translate_ids
 
@@ -263,6 +265,24 @@ def test_export_writes_nothing_when_parity_fails(translation_run, data_dir, tmp_
     assert list(out.parent.iterdir()) == []
 
 
+def test_export_writes_metadata_once_from_measured_values(translation_run, data_dir, tmp_path, monkeypatch):
+    writes = []
+    real = Path.write_text
+
+    def counting(self, text, *args, **kw):
+        if self.name == "metadata.json":
+            writes.append(json.loads(text))
+        return real(self, text, *args, **kw)
+
+    monkeypatch.setattr(Path, "write_text", counting)
+    out = tmp_path / "translate-en-de"
+    out.mkdir()
+    meta = tr_export.export_translation(translation_run, out, data_dir, quantize=True, limit_eval=20)
+    assert len(writes) == 1 and writes[0] == meta  # once, with the int8 figures and the score guide in it
+    assert {"metrics", "golden", "score_guide", "selection"} <= set(meta) and "int8" in meta["metrics"]
+    load_metadata(out, task="translation")
+
+
 def test_folder_is_small(artifact):
     assert 0 < sum(p.stat().st_size for p in artifact.iterdir()) < 40e6
 
@@ -310,3 +330,37 @@ def test_baseline_comparison_by_source_length(artifact, data_dir, tmp_path):
     assert updated["metrics"]["baseline_no_attention_test"]["bleu"] == m["baseline_no_attention_test"]["bleu"]
     assert updated["metrics"]["int8"] == {"shipped": False, "note": "kept"}
     assert json.loads((art / "bleu_by_length.json").read_text()) == tables
+
+
+# --- the card: what was chosen on which split, and how to read `score` --------------------------
+
+
+def test_every_choice_is_recorded_with_its_split_and_test_is_never_one(meta):
+    sel = meta["selection"]
+    assert {"checkpoint", "vocabulary", "decoding", "score_threshold"} <= set(sel)
+    assert all(s["split"] in ("validation", None) for k, s in sel.items() if k != "rule")
+    assert sel["checkpoint"]["value"] == meta["training"]["best_val_bleu_greedy_pytorch"]
+    assert sel["score_threshold"]["value"] == meta["score_guide"]["threshold"]
+
+
+def test_score_guide_is_measured_on_validation_and_out_of_domain_text(artifact, meta, data_dir):
+    g = meta["score_guide"]
+    assert g["validation"]["n"] == 40 and sum(b["n"] for b in g["validation"]["bands"]) == 40
+    p5 = g["validation"]["percentiles"]["5"]
+    assert g["threshold"] <= p5 < g["threshold"] + 0.5 + 0.01  # p5 (rounded to 0.01) rounded down to 0.5
+    assert [o["text"] for o in g["out_of_domain"]] == OUT_OF_DOMAIN
+    tm = TranslationModel(artifact)
+    hyps = tm.translate(OUT_OF_DOMAIN)
+    assert [o["translation"] for o in g["out_of_domain"]] == [tm.detok(h[0]) for h in hyps]
+    below = sum(h[0].score < g["threshold"] for h in hyps)
+    assert g["out_of_domain_below_threshold"] == below
+    card = (artifact / "README.md").read_text(encoding="utf-8")
+    assert "image captions" in card and f"below {g['threshold']:.2f}" in card and OUT_OF_DOMAIN[0] in card
+
+
+def test_the_runtime_check_refuses_a_card_that_misquotes_the_model(artifact, meta, tmp_path):
+    check_runtime(artifact, meta)
+    lying = copy.deepcopy(meta)
+    lying["score_guide"]["out_of_domain"][0]["translation"] = "Bitte senden Sie mir die Rechnung bis Freitag."
+    with pytest.raises(ArtifactError, match="the card says"):
+        check_runtime(artifact, lying)

@@ -19,8 +19,10 @@ from service.runtime.artifacts import ArtifactError, load_metadata, write_metada
 from service.runtime.decoding import numpy_topk, pad_batch, translate_batched
 from service.runtime.subword import BOS_ID, EOS_ID
 from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from training.card import translation_readme, translation_selection
 from training.translation import optimize
 from training.translation.data import load_pair
+from training.translation.evaluate import check_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,12 +213,16 @@ def test_auto_serves_the_int8_decoder_on_cpu_and_fp32_when_asked(int8_translator
     assert (plain.precision, plain.decoder_file) == ("fp32", DECODER)
 
 
-def test_int8_and_fp32_translations_mostly_agree(int8_translators, data_dir):
+def test_int8_and_fp32_translations_agree_as_measured_and_recorded(int8_translators, data_dir):
     art = int8_translators / "translate-en-de"
-    src, _ = load_pair(data_dir, "test", "en", "de")
+    src, _ = load_pair(data_dir, "val", "en", "de")
     a = [h[0].tokens for h in TranslationModel(art, precision="fp32").translate(src[:40])]
     b = [h[0].tokens for h in TranslationModel(art, precision="int8").translate(src[:40])]
-    assert np.mean([x == y for x, y in zip(a, b, strict=True)]) >= 0.5
+    same = np.mean([x == y for x, y in zip(a, b, strict=True)])
+    assert same == load_metadata(art)["metrics"]["int8"]["validation_identical_to_fp32"]
+    # This tiny model (16-dim embeddings, 2 epochs) gave 29 of 40 identical (0.725) when measured;
+    # the shipped ones are far less sensitive (their validation BLEU moves by 0.03 points).
+    assert same >= 0.7
 
 
 def test_int8_golden_check_uses_its_own_outputs(int8_translators, tmp_path):
@@ -259,3 +265,17 @@ def test_shipped_translator_is_verified_and_within_40_mb(pair):
     assert sum(p.stat().st_size for p in art.iterdir() if p.is_file()) < 40e6
     assert {EMBEDDING, DECODER_INT8} <= set(meta["files"]) and meta["metrics"]["int8"]["shipped"]
     assert meta["metrics"]["int8"]["validation_bleu_drop"] <= meta["metrics"]["int8"]["max_drop"]
+
+
+@pytest.mark.parametrize("pair", ["en-de", "en-fr"])
+def test_shipped_translator_card_is_its_metadata_and_its_examples_are_what_the_service_says(pair):
+    art = ROOT / "models" / f"translate-{pair}"
+    meta = load_metadata(art, task="translation")
+    assert (art / "README.md").read_text(encoding="utf-8") == translation_readme(meta)
+    assert meta["selection"] == translation_selection(meta)
+    g = meta["score_guide"]
+    assert g["measured_with"].startswith(DECODER_INT8)  # what the service serves on CPU by default
+    assert g["out_of_domain"][0]["text"] == "Please send me the invoice by Friday."
+    assert g["out_of_domain_below_threshold"] >= len(g["out_of_domain"]) - 1
+    assert g["validation"]["n"] == 1014 and g["threshold"] <= g["validation"]["percentiles"]["5"]
+    check_runtime(art, meta)  # the golden outputs and every out-of-domain example, through the service's class

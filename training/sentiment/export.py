@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from tqdm import tqdm
 
 from service.runtime.artifacts import write_metadata
 from service.runtime.sentiment import INT8_FILE, MODEL_FILE, VOCAB_FILE, SentimentModel
 from service.runtime.text import Vocab
-from training.export import ParityError, base_metadata, io_spec, onnx_export, op_types, training_metadata
+from training.card import base_metadata, training_metadata
+from training.onnx_io import ParityError, io_spec, onnx_export, op_types
 from training.sentiment.behaviour import all_cases, run_suite
 from training.sentiment.calibration import expected_calibration_error, fit_temperature, reliability_table
 from training.sentiment.card import card
@@ -50,8 +53,6 @@ def parity_batch(reviews: list[Review], n: int = 32) -> list[Review]:
 
 def check_sentiment_parity(model: SentimentClassifier, onnx_path: Path, vocab: Vocab, reviews: list[Review]) -> dict:
     """Same padded batch through PyTorch and onnxruntime: max |dlogit| <= ATOL, same labels."""
-    import onnxruntime as ort
-
     seqs = encode_reviews(reviews, vocab, model.cfg)
     ids, lens = make_batch(seqs, list(range(len(seqs))))
     with torch.no_grad():
@@ -252,8 +253,6 @@ def evaluate_reference(folder: Path, val: dict[str, list[Review]]) -> dict:
 def _try_int8(out: Path, meta: dict, val: dict[str, list[Review]], max_drop: float = INT8_MAX_DROP) -> dict:
     """Ship an int8 dynamically quantized model only if its mean per-domain validation accuracy is
     within `max_drop` points of fp32's (validation decides; test is only reported)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     q = out / INT8_FILE
     # The exporter's stored intermediate shapes confuse the quantizer's shape inference; drop them.
     m = onnx.load(str(out / MODEL_FILE))

@@ -1,21 +1,54 @@
 """Evaluate translation: sacreBLEU and chrF on val and test2016, beam 5, from the ONNX artifact;
-tokenized lowercase BLEU for older papers; BLEU by source length vs the no-attention baseline.
+tokenized lowercase BLEU for older papers; BLEU by source length vs the no-attention baseline;
+and the guide to `score` (validation captions vs out-of-domain sentences) that the card prints.
 
     python -m training.translation.evaluate --artifact models/translate-en-de [--baseline-run runs/baseline-en-de]
+    python -m training.translation.evaluate --artifact models/translate-en-de --rewrite-card
+
+`--update-artifact` writes the figures into the artifact; `--rewrite-card` re-measures only the
+score guide and rewrites README.md and metadata.json from it (no model file is touched).
+Every function takes any translator with translate/detok/alpha/src_lang/tgt_lang/pair: the
+service's TranslationModel, or training.translation.translate.Translator.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import sacrebleu
 from tqdm import tqdm
 
+from service.runtime.artifacts import ArtifactError
+from service.runtime.subword import Subword
+from service.runtime.translation import DECODER, DECODER_INT8, TranslationModel
+from training.card import translation_readme, translation_selection, write_artifact
 from training.data import default_data_dir
+from training.plots import plt
 from training.translation.data import load_pair
+from training.translation.model import load_checkpoint
+from training.translation.translate import TorchStepper, Translator, onnx_translator
+
+# Out-of-domain probes for the score guide: everyday and business English, nothing like a caption.
+OUT_OF_DOMAIN = [
+    "Please send me the invoice by Friday.",
+    "The meeting has been moved to next Tuesday.",
+    "Our quarterly revenue grew by 12 percent.",
+    "Click the button to reset your password.",
+    "I would like to cancel my subscription.",
+    "The server crashed after the last update.",
+    "Can you recommend a good restaurant near the station?",
+    "The contract must be signed by both parties.",
+    "How much does a ticket to Berlin cost?",
+    "Thank you for your quick reply.",
+]
+SCORE_BANDS = (-8.0, -6.0, -4.0, -2.0)  # edges of the score bands the card tabulates
+THRESHOLD_PERCENTILE = 5  # the threshold: this percentile of validation scores, rounded down to 0.5
+GUIDE_ATOL = 1e-4  # the runtime must reproduce the guide's out-of-domain scores within this (int8: its golden atol)
 
 BUCKETS = [(1, 8), (9, 12), (13, 16), (17, 20), (21, 25), (26, 1000)]  # source words
 
@@ -53,8 +86,6 @@ def translate_all(translate, texts: list[str], desc: str, chunk: int = 256) -> l
 
 
 def plot_by_length(tables: dict[str, list[dict]], path: Path, title: str) -> None:
-    from training.plots import plt
-
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     names = list(tables)
     buckets = [r["bucket"] for r in tables[names[0]]]
@@ -92,19 +123,19 @@ def evaluate_artifact(
             test_src, test_ref, test_hyp = src, ref, hyp
     tables = {"attention (shipped)": by_length(test_src, test_hyp, test_ref)}
     if baseline_run is not None:
-        from service.runtime.subword import Subword
-        from service.runtime.translation import MAX_SRC_TOKENS
-        from training.translation.export import load_checkpoint
-        from training.translation.translate import TorchStepper, translate_ids
-
         base, _ = load_checkpoint(baseline_run)
-        stepper = TorchStepper(base)
         # The baseline's own SentencePiece models: same recipe, but trained in its own run.
-        b_src, b_tgt = Subword(baseline_run / "spm.src.model"), Subword(baseline_run / "spm.tgt.model")
+        baseline = Translator(
+            TorchStepper(base),
+            Subword(baseline_run / "spm.src.model"),
+            Subword(baseline_run / "spm.tgt.model"),
+            src_lang=tm.src_lang,
+            tgt_lang=tm.tgt_lang,
+            decoding={"length_penalty": tm.alpha, "max_len_ratio": tm.max_ratio, "max_len_extra": tm.max_extra},
+        )
 
         def tr(texts):
-            ids = [s[:MAX_SRC_TOKENS] for s in b_src.encode_batch(list(texts))]
-            return [b_tgt.decode(h[0].tokens) for h in translate_ids(stepper, ids, beam_size=beam, alpha=tm.alpha)]
+            return [baseline.detok(h[0]) for h in baseline.translate(texts, beam_size=beam)]
 
         base_hyp = translate_all(tr, test_src, f"baseline test {tm.pair}")
         metrics["baseline_no_attention_test"] = scores(base_hyp, test_ref)
@@ -115,32 +146,121 @@ def evaluate_artifact(
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    from service.runtime.translation import TranslationModel
+def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5) -> dict:
+    """How `score` reads on this model: its distribution over the validation captions, the
+    quality (sentence chrF) per score band, a threshold taken from validation alone, and what
+    OUT_OF_DOMAIN sentences come back as. `tm` should be what the service serves (its decoder
+    file is recorded)."""
+    src, ref = load_pair(data_dir, "val", tm.src_lang, tm.tgt_lang)
+    if limit:
+        src, ref = src[:limit], ref[:limit]
+    best = translate_all(lambda t: [h[0] for h in tm.translate(t, beam_size=beam)], src, f"score guide {tm.pair}")
+    s = np.array([h.score for h in best])
+    chrf = np.array([sacrebleu.sentence_chrf(tm.detok(h), [r]).score for h, r in zip(best, ref, strict=True)])
+    edges = [-np.inf, *SCORE_BANDS, np.inf]
+    bands = []
+    for lo, hi in itertools.pairwise(edges):
+        idx = (s >= lo) & (s < hi)
+        name = f"below {hi:g}" if lo == -np.inf else f"{lo:g} or more" if hi == np.inf else f"{lo:g} to {hi:g}"
+        if idx.any():
+            bands.append({"band": name, "n": int(idx.sum()), "mean_chrf": round(float(chrf[idx].mean()), 1)})
+    threshold = float(np.floor(np.percentile(s, THRESHOLD_PERCENTILE) * 2) / 2)
+    ood = [h[0] for h in tm.translate(OUT_OF_DOMAIN, beam_size=beam)]
+    return {
+        "definition": "sum of the output subwords' log-probabilities (EOS included) / ((5 + length) / 6) ** "
+        f"{tm.alpha} (GNMT length penalty)",
+        "measured_with": f"{tm.decoder_file}, beam {beam}",
+        "validation": {
+            "n": len(s),
+            "percentiles": {str(p): round(float(np.percentile(s, p)), 2) for p in (1, 5, 10, 25, 50, 75)},
+            "bands": bands,
+        },
+        "threshold": threshold,
+        "threshold_rule": f"the {THRESHOLD_PERCENTILE}th percentile of the validation captions' scores, "
+        "rounded down to half a point",
+        "validation_below_threshold": round(float(np.mean(s < threshold)), 4),
+        "out_of_domain": [
+            {"text": t, "translation": tm.detok(h), "score": round(h.score, 4)}
+            for t, h in zip(OUT_OF_DOMAIN, ood, strict=True)
+        ],
+        "out_of_domain_below_threshold": int(sum(h.score < threshold for h in ood)),
+    }
 
+
+def served(folder: Path) -> TranslationModel:
+    """The translator as the service loads it on CPU by default (precision auto)."""
+    return TranslationModel(folder, device="cpu", precision="auto")
+
+
+def served_files(folder: Path, meta: dict) -> Translator:
+    """What `served` will be, opened from the files alone (before metadata.json is written): the
+    int8 decoder step when it ships, else the fp32 one."""
+    int8 = meta["metrics"].get("int8", {}).get("shipped") and (folder / DECODER_INT8).is_file()
+    return onnx_translator(folder, DECODER_INT8 if int8 else DECODER, meta["config"], meta["decoding"])
+
+
+def check_runtime(folder: Path, meta: dict) -> None:
+    """The written artifact through the service's own class: the golden check of every shipped
+    decoder, and the score guide's out-of-domain outputs at the precision the service serves."""
+    for precision in ("fp32", "int8") if DECODER_INT8 in meta["files"] else ("fp32",):
+        TranslationModel(folder, precision=precision).check_golden()
+    g = meta.get("score_guide")
+    if g:
+        tm = served(folder)
+        atol = float(meta["golden"].get("int8_score_atol", GUIDE_ATOL)) if tm.precision == "int8" else GUIDE_ATOL
+        texts = [o["text"] for o in g["out_of_domain"]]
+        for o, h in zip(g["out_of_domain"], tm.translate(texts), strict=True):
+            got, score = tm.detok(h[0]), h[0].score
+            if got != o["translation"] or abs(score - o["score"]) > atol:
+                raise ArtifactError(
+                    f"{folder}: the service translates {o['text']!r} as {got!r} ({score:.4f}), "
+                    f"the card says {o['translation']!r} ({o['score']})"
+                )
+
+
+def publish(folder: Path, meta: dict) -> dict:
+    """The selection record, README.md and metadata.json, written once; then the runtime's check."""
+    meta = {**meta, "selection": translation_selection(meta)}
+    meta = write_artifact(folder, meta, translation_readme(meta))
+    check_runtime(folder, meta)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--baseline-run", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="where to write the plot (default: a temp folder)")
-    p.add_argument(
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
         "--update-artifact",
         action="store_true",
-        help="write the figures (and the by-length plot) into the artifact's metadata.json and folder; the "
-        "int8 figures already there are kept",
+        help="write the figures (and the by-length plot) into the artifact's metadata.json and folder, with a "
+        "new score guide and card; the int8 figures already there are kept",
+    )
+    mode.add_argument(
+        "--rewrite-card",
+        action="store_true",
+        help="re-measure only the score guide and rewrite README.md and metadata.json from it; the BLEU "
+        "figures, the plot and the model files stay as they are",
     )
     a = p.parse_args(argv)
-    import tempfile
-
-    out = a.artifact if a.update_artifact else (a.out or Path(tempfile.mkdtemp()))
+    data_dir = a.data_dir or default_data_dir()
     tm = TranslationModel(a.artifact)  # verifies every file before anything is rewritten
-    m = evaluate_artifact(tm, a.data_dir or default_data_dir(), out, baseline_run=a.baseline_run)
+    meta = tm.meta
+    if a.update_artifact or a.rewrite_card:
+        meta = {**meta, "score_guide": score_guide(served(a.artifact), data_dir)}  # before the plot changes a hash
+    if a.rewrite_card:
+        meta = publish(a.artifact, meta)
+        print(json.dumps(meta["score_guide"], indent=2, ensure_ascii=False))
+        return
+    out = a.artifact if a.update_artifact else (a.out or Path(tempfile.mkdtemp()))
+    m = evaluate_artifact(tm, data_dir, out, baseline_run=a.baseline_run)
     if a.update_artifact:
-        from training.translation.export import write_card
-
-        if "int8" in tm.meta["metrics"]:
-            m["int8"] = tm.meta["metrics"]["int8"]
-        write_card(a.artifact, {**tm.meta, "metrics": m})
+        if "int8" in meta["metrics"]:
+            m["int8"] = meta["metrics"]["int8"]
+        publish(a.artifact, {**meta, "metrics": m})
     print(json.dumps(m, indent=2))
 
 

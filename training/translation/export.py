@@ -1,8 +1,14 @@
-"""Translation checkpoint -> verified ONNX encoder + decoder-step artifact (CLI: training.export)."""
+"""Translation checkpoint -> verified ONNX encoder + decoder-step artifact (CLI: training.export).
+
+In order: export both ONNX files, add the decoder's TopK and store the shared embedding once
+(training.translation.optimize), prove parity with PyTorch on real validation batches, then
+measure everything on the files themselves (golden outputs, validation and test figures, the
+int8 decoder and its validation gate, the score guide), and write the card and metadata.json
+once (training.translation.evaluate.publish), which the service's own class then re-checks.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,16 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from service.runtime.artifacts import write_metadata
 from service.runtime.decoding import pad_batch
 from service.runtime.subword import BOS_ID, Subword
-from service.runtime.translation import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
-from training.export import ParityError, base_metadata, io_spec, onnx_export, training_metadata
+from service.runtime.translation import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper
+from training.card import base_metadata, training_metadata
+from training.onnx_io import ParityError, io_spec, onnx_export
 from training.translation import optimize
 from training.translation.data import MULTI30K_URL, load_pair
-from training.translation.evaluate import evaluate_artifact
-from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.translate import TorchStepper, translate_ids
+from training.translation.evaluate import evaluate_artifact, publish, score_guide, served_files
+from training.translation.model import Seq2Seq, load_checkpoint
+from training.translation.translate import TorchStepper, onnx_stepper, onnx_translator, translate_ids
 
 STEP_ATOL = 1e-4
 MIN_IDENTICAL = 0.99
@@ -53,15 +59,7 @@ class DecoderStepExport(nn.Module):
         return self.decoder.log_probs(r), h, c, a
 
 
-def load_checkpoint(run: Path) -> tuple[Seq2Seq, dict]:
-    ck = torch.load(run / "best.pt", weights_only=False)
-    model = Seq2Seq(TranslationConfig.from_dict(ck["config"]))
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck
-
-
 def export_onnx(model: Seq2Seq, out: Path) -> None:
-    cfg = model.cfg
     ids, lens = pad_batch([[5, 6, 7, 8], [9, 10, 11]])
     src, sl = torch.from_numpy(ids), torch.from_numpy(lens)
     onnx_export(
@@ -102,7 +100,6 @@ def export_onnx(model: Seq2Seq, out: Path) -> None:
             "attention": {0: "rows", 1: "src_len"},
         },
     )
-    del cfg
 
 
 def check_step_parity(
@@ -198,10 +195,8 @@ def export_translation(
     limit_eval: int = 0,
     quantize: bool = False,
 ) -> dict:
-    """`quantize`: also derive the int8 decoder step (training.translation.optimize.add_int8), shipped
-    only within its validation BLEU gate."""
-    import onnxruntime as ort
-
+    """`quantize`: also derive the int8 decoder step (training.translation.optimize.int8_decoder),
+    shipped only within its validation BLEU gate."""
     model, ck = load_checkpoint(run)
     cfg = model.cfg
     export_onnx(model, out)
@@ -214,15 +209,16 @@ def export_translation(
     if limit_eval:
         src_va, tgt_va = src_va[:limit_eval], tgt_va[:limit_eval]
     va_s, va_t = src_tok.encode_batch(src_va), tgt_tok.encode_batch(tgt_va)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = lambda f: ort.InferenceSession(str(out / f), so, providers=["CPUExecutionProvider"])  # noqa: E731
-    onnx = OnnxStepper(sess(ENCODER), sess(DECODER))
+    onnx = onnx_stepper(out, DECODER)
     parity = {"step": check_step_parity(model, onnx, va_s, va_t)}
     print("step parity", parity["step"], flush=True)
     parity["beam_search"] = check_search_parity(model, onnx, va_s, DECODING["beam_size"], DECODING["length_penalty"])
     print("search parity", parity["beam_search"], flush=True)
 
+    fp32 = onnx_translator(out, DECODER, ck["config"], DECODING)
+    hyps = fp32.translate(GOLDEN_TEXTS, beam_size=DECODING["beam_size"])
+    if (run / "curve.png").exists():  # the training curve, shipped beside the model
+        shutil.copy(run / "curve.png", out / "training_curve.png")
     name = f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{'attention' if cfg.attention else 'noattn'}"
     meta = {
         **base_metadata(name, "translation", version),
@@ -246,50 +242,15 @@ def export_translation(
         "decoding": DECODING,
         "parity": parity,
         "interface": {"encoder": io_spec(out / ENCODER), "decoder": io_spec(out / DECODER)},
-        "golden": {"texts": GOLDEN_TEXTS, "beam_size": DECODING["beam_size"], "translations": [], "scores": []},
+        "golden": {
+            "texts": GOLDEN_TEXTS,
+            "beam_size": DECODING["beam_size"],
+            "translations": [fp32.detok(h[0]) for h in hyps],
+            "scores": [round(h[0].score, 6) for h in hyps],
+        },
+        "metrics": evaluate_artifact(fp32, data_dir, out, baseline_run=baseline_run, limit=limit_eval),
     }
-    write_metadata(out, meta)
-    tm = TranslationModel(out)
-    hyps = tm.translate(GOLDEN_TEXTS, beam_size=DECODING["beam_size"])
-    meta["golden"]["translations"] = [tm.detok(h[0]) for h in hyps]
-    meta["golden"]["scores"] = [round(h[0].score, 6) for h in hyps]
-    write_metadata(out, meta)
-    meta["metrics"] = evaluate_artifact(
-        TranslationModel(out), data_dir, out, baseline_run=baseline_run, limit=limit_eval
-    )
-    write_metadata(out, meta)
-    TranslationModel(out).check_golden()
-    if (run / "curve.png").exists():  # the training curve, shipped beside the model
-        shutil.copy(run / "curve.png", out / "training_curve.png")
-    if quantize:  # add_int8 reads the artifact as written so far, hashes verified
-        write_metadata(out, meta)
-        meta = optimize.add_int8(out, data_dir, limit=limit_eval)
-    return write_card(out, meta)
-
-
-def write_card(folder: Path, meta: dict) -> dict:
-    """The artifact's README.md from its metadata, then metadata.json with every file's hash."""
-    (folder / "README.md").write_text(_card(meta), encoding="utf-8")
-    return write_metadata(folder, meta)
-
-
-def _card(meta: dict) -> str:
-    m = meta["metrics"]
-    rows = "".join(
-        f"| {s} | {m[s]['bleu']:.2f} | {m[s]['chrf']:.2f} | {m[s]['bleu_lc_tok']:.2f} |\n"
-        for s in ("validation", "test")
-    )
-    q = m.get("int8", {})
-    if q.get("shipped"):
-        rows += "".join(
-            f"| {s}, int8 decoder (`decoder.int8.onnx`) | {q[s]['bleu']:.2f} | {q[s]['chrf']:.2f} | "
-            f"{q[s]['bleu_lc_tok']:.2f} |\n"
-            for s in ("validation", "test")
-        )
-    return (
-        f"# {meta['name']} {meta['version']}\n\nAttention seq2seq trained on Multi30k; see metadata.json. "
-        f"Beam {meta['decoding']['beam_size']}, computed with onnxruntime.\n\n"
-        "| split | sacreBLEU | chrF | BLEU (lowercase, tokenized) |\n|---|---|---|---|\n"
-        + rows
-        + f"\nParity: {json.dumps(meta['parity'])}\n\n![BLEU by source length](bleu_by_length.png)\n"
-    )
+    if quantize:
+        meta = optimize.int8_decoder(out, meta, data_dir, limit=limit_eval)
+    meta["score_guide"] = score_guide(served_files(out, meta), data_dir, limit=limit_eval)
+    return publish(out, meta)

@@ -15,6 +15,7 @@ state at every step (Cho et al., 2014).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -131,3 +132,12 @@ class Seq2Seq(nn.Module):
             r, h, c, _ = self.decoder(tgt_in[:, t], h, c, states, keys, mask, summary)
             outs.append(r)
         return self.decoder.out(torch.stack(outs, dim=1))
+
+
+def load_checkpoint(run: Path) -> tuple[Seq2Seq, dict]:
+    """The model of a training run's best.pt (in eval mode), and the checkpoint dict itself
+    (config, train_config, training state and history)."""
+    ck = torch.load(run / "best.pt", weights_only=False)
+    model = Seq2Seq(TranslationConfig.from_dict(ck["config"]))
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck

@@ -11,16 +11,18 @@
   loop of every translation: on this CPU it is 2.2x faster at 5 rows (one sentence, beam 5) and
   2.5x at 80 rows. The tied target embedding is read from the quantized output projection
   (Gather along its vocabulary axis), so the table ships once, in int8.
-- `add_int8`: quantizes, translates validation and test through the int8 decoder, and ships it
-  only when validation BLEU drops by at most `max_drop` points (the decision is made on
-  validation; test is reported). The service serves it on CPU under `--precision auto`.
+- `int8_decoder`: quantizes, translates validation and test through the int8 decoder, and ships
+  it only when validation BLEU drops by at most `max_drop` points (the decision reads validation
+  only; test is reported). The service serves it on CPU under `--precision auto`.
 
-For artifacts exported before these existed:
+These work on the files of an artifact folder and return the metadata to write; the export
+writes it once. For artifacts exported before these existed:
 
     python -m training.translation.optimize --artifact models/translate-en-de
 
 repacks the shared embedding (and checks that every validation and test translation and score is
-unchanged), then adds the int8 decoder with its figures and golden outputs to metadata.json.
+unchanged), adds the int8 decoder with its figures and golden outputs, measures the score guide
+again (the served decoder may have changed) and writes metadata.json and the card once.
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from service.runtime.artifacts import load_metadata, write_metadata
+from service.runtime.artifacts import load_metadata
 from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from training.data import default_data_dir
+from training.onnx_io import io_spec
 from training.translation.data import load_pair
-from training.translation.evaluate import scores, translate_all
+from training.translation.evaluate import publish, score_guide, scores, served_files, translate_all
+from training.translation.translate import onnx_translator
 
 MAX_DROP = 0.5  # validation sacreBLEU points the int8 decoder may lose and still ship
 
@@ -155,8 +161,6 @@ def _gather_from_quantized_projection(model: onnx.ModelProto) -> bool:
 
 def quantize_decoder(folder: Path, dst: Path | None = None) -> Path:
     """Write the int8 decoder step next to the fp32 one (self-contained: no external data)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     dst = dst or folder / DECODER_INT8
     model = onnx.load(str(folder / DECODER))  # external data (the shared embedding) is read in
     del model.graph.value_info[:]
@@ -178,18 +182,18 @@ def quantize_decoder(folder: Path, dst: Path | None = None) -> Path:
     return dst
 
 
-def _translations(tm: TranslationModel, texts: list[str], desc: str, beam: int) -> tuple[list[str], list[float]]:
+def _translations(tm, texts: list[str], desc: str, beam: int) -> tuple[list[str], list[float]]:
     """Best translation and its score per text, with a progress bar."""
     best = translate_all(lambda chunk: [h[0] for h in tm.translate(chunk, beam_size=beam)], texts, desc)
     return [tm.detok(h) for h in best], [h.score for h in best]
 
 
-def add_int8(folder: Path, data_dir: Path, *, max_drop: float = MAX_DROP, limit: int = 0) -> dict:
-    """Quantize, evaluate, and keep `decoder.int8.onnx` only within `max_drop` validation BLEU."""
-    meta = load_metadata(folder, task="translation")
+def int8_decoder(folder: Path, meta: dict, data_dir: Path, *, max_drop: float = MAX_DROP, limit: int = 0) -> dict:
+    """Quantize the decoder step of `folder` and evaluate it; keep `decoder.int8.onnx` only within
+    `max_drop` validation BLEU of the fp32 figures in meta["metrics"]. Returns the metadata with
+    metrics["int8"] and the int8 golden outputs (when shipped); writes no metadata."""
     quantize_decoder(folder)
-    write_metadata(folder, meta)  # lists the new file, so that the runtime can load it
-    tm = TranslationModel(folder, precision="int8")
+    tm = onnx_translator(folder, DECODER_INT8, meta["config"], meta["decoding"])
     beam = int(meta["decoding"]["beam_size"])
     m: dict = {"file": DECODER_INT8, "method": "onnxruntime dynamic quantization, int8 weights (per tensor)"}
     for split, key in (("val", "validation"), ("test", "test")):
@@ -198,15 +202,20 @@ def add_int8(folder: Path, data_dir: Path, *, max_drop: float = MAX_DROP, limit:
             src, ref = src[:limit], ref[:limit]
         hyp, _ = _translations(tm, src, f"{key} {tm.pair} int8", beam)
         m[key] = scores(hyp, ref)
-    drop = meta["metrics"]["validation"]["bleu"] - m["validation"]["bleu"]
+        if split == "val":
+            fp32 = onnx_translator(folder, DECODER, meta["config"], meta["decoding"])
+            same = np.mean(
+                [a == b for a, b in zip(hyp, _translations(fp32, src, "validation fp32", beam)[0], strict=True)]
+            )
+            m["validation_identical_to_fp32"] = round(float(same), 4)
+    drop = meta["metrics"]["validation"]["bleu"] - m["validation"]["bleu"]  # the decision: validation only
     m.update(
         validation_bleu_drop=round(drop, 2),
         test_bleu_drop=round(meta["metrics"]["test"]["bleu"] - m["test"]["bleu"], 2),
         max_drop=max_drop,
         shipped=bool(drop <= max_drop),
     )
-    meta["metrics"]["int8"] = m
-    g = meta["golden"]
+    g = {k: v for k, v in meta["golden"].items() if k not in ("translations_int8", "scores_int8", "int8_score_atol")}
     if m["shipped"]:  # what the loader's golden check compares the int8 decoder with
         hyps = tm.translate(g["texts"], beam_size=int(g.get("beam_size", beam)))
         g["translations_int8"] = [tm.detok(h[0]) for h in hyps]
@@ -214,20 +223,13 @@ def add_int8(folder: Path, data_dir: Path, *, max_drop: float = MAX_DROP, limit:
         g["int8_score_atol"] = INT8_SCORE_ATOL
     else:
         (folder / DECODER_INT8).unlink()
-        for k in ("translations_int8", "scores_int8", "int8_score_atol"):
-            g.pop(k, None)
-    meta = write_metadata(folder, meta)
-    if m["shipped"]:
-        TranslationModel(folder, precision="int8").check_golden()
-    return meta
+    return {**meta, "metrics": {**meta["metrics"], "int8": m}, "golden": g}
 
 
-def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
+def repack_files(folder: Path, meta: dict, data_dir: Path, *, limit: int = 0) -> dict | None:
     """add_topk and share_embedding on an existing artifact, proving that every validation and test
-    translation and score is unchanged (before: the files as they were; after: as repacked)."""
-    from training.export import io_spec
-
-    meta = load_metadata(folder, task="translation")
+    translation and score is unchanged (before: the files as they were, through the runtime; after:
+    as repacked). Returns the metadata to write, or None when there was nothing to repack."""
     beam = int(meta["decoding"]["beam_size"])
     texts: list[str] = []
     for split in ("val", "test"):
@@ -236,9 +238,8 @@ def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
     before = _translations(TranslationModel(folder, precision="fp32"), texts, "before repack", beam)
     topk, embedding = add_topk(folder / DECODER), share_embedding(folder)
     if not (topk or embedding):
-        return meta
-    meta = write_metadata(folder, meta)
-    after = _translations(TranslationModel(folder, precision="fp32"), texts, "after repack", beam)
+        return None
+    after = _translations(onnx_translator(folder, DECODER, meta["config"], meta["decoding"]), texts, "after", beam)
     same = sum(a == b for a, b in zip(before[0], after[0], strict=True))
     worst = max(abs(a - b) for a, b in zip(before[1], after[1], strict=True))
     if same != len(texts) or worst > 1e-5:
@@ -246,29 +247,45 @@ def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
     check = (
         f"validation + test, beam {beam}: {same}/{len(texts)} translations identical, max score difference {worst:.1e}"
     )
-    rp = meta.setdefault("repack", {})
+    rp = dict(meta.get("repack", {}))
     if topk:
         rp["decoder_topk"] = {"outputs": [TOP_LOGP, TOP_IDS], "input": TOP_K, "checked": check}
     if embedding:
         rp["shared_embedding"] = {"file": EMBEDDING, "checked": check}
-    meta["interface"]["decoder"] = io_spec(folder / DECODER)
-    TranslationModel(folder, precision="fp32").check_golden()
-    return write_metadata(folder, meta)
+    interface = {**meta["interface"], "decoder": io_spec(folder / DECODER)}
+    return {**meta, "repack": rp, "interface": interface}
+
+
+def _publish_with_guide(folder: Path, meta: dict, data_dir: Path, limit: int) -> dict:
+    """Measure the score guide on what will be served, then write the card and metadata once."""
+    return publish(folder, {**meta, "score_guide": score_guide(served_files(folder, meta), data_dir, limit=limit)})
+
+
+def repack(folder: Path, data_dir: Path, *, limit: int = 0) -> dict:
+    """repack_files on an artifact in place, its metadata and card written once (nothing is
+    written when there was nothing to repack)."""
+    meta = load_metadata(folder, task="translation")
+    repacked = repack_files(folder, meta, data_dir, limit=limit)
+    return meta if repacked is None else _publish_with_guide(folder, repacked, data_dir, limit)
+
+
+def add_int8(folder: Path, data_dir: Path, *, max_drop: float = MAX_DROP, limit: int = 0) -> dict:
+    """int8_decoder on an artifact in place, its metadata and card written once."""
+    meta = int8_decoder(folder, load_metadata(folder, task="translation"), data_dir, max_drop=max_drop, limit=limit)
+    return _publish_with_guide(folder, meta, data_dir, limit)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.data import default_data_dir
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--max-drop", type=float, default=MAX_DROP)
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
-    from training.translation.export import write_card
-
-    repack(a.artifact, data_dir)
-    meta = write_card(a.artifact, add_int8(a.artifact, data_dir, max_drop=a.max_drop))
+    meta = load_metadata(a.artifact, task="translation")
+    meta = repack_files(a.artifact, meta, data_dir) or meta
+    meta = int8_decoder(a.artifact, meta, data_dir, max_drop=a.max_drop)
+    meta = _publish_with_guide(a.artifact, meta, data_dir, 0)
     print(json.dumps(meta["metrics"]["int8"], indent=2))
 
 

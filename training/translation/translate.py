@@ -1,16 +1,24 @@
-"""Translate with a PyTorch Seq2Seq through the shared numpy search (service.runtime.decoding).
+"""Translate through the shared numpy search (service.runtime.decoding), with a PyTorch Seq2Seq
+(`TorchStepper`) or with exported ONNX files (`onnx_translator`).
 
 The same search runs over the ONNX step in the service, so PyTorch-vs-ONNX parity compares the
-models and nothing else.
+models and nothing else. `Translator` makes the calls the service's TranslationModel makes
+(same tokenizers, truncation and search options); the export uses it on its files before
+metadata.json exists, and the runtime's own class re-checks the result once it is written.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from service.runtime.decoding import Hypothesis, State, translate_batched
-from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID
+from service.runtime.providers import create_session
+from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword
+from service.runtime.translation import ENCODER, MAX_SRC_TOKENS, SPM_SRC, SPM_TGT, OnnxStepper
 from training.rnn import length_mask
 from training.translation.model import Seq2Seq
 
@@ -55,3 +63,58 @@ def translate_ids(stepper, src: list[list[int]], **search) -> list[list[Hypothes
     """service.runtime.decoding.translate_batched with this project's special ids; `search` takes its
     options (beam_size, alpha, n_best, batch_size, max_ratio, max_extra, max_cap, ...)."""
     return translate_batched(stepper, src, bos=BOS_ID, eos=EOS_ID, pad=PAD_ID, **search)
+
+
+class Translator:
+    """Texts in, hypotheses out, through any stepper: what evaluation needs of a translator
+    (translate, detok, alpha, src_lang, tgt_lang, pair), as TranslationModel offers it."""
+
+    def __init__(
+        self,
+        stepper,
+        src_tok: Subword,
+        tgt_tok: Subword,
+        *,
+        src_lang: str,
+        tgt_lang: str,
+        decoding: dict,
+        decoder_file: str = "pytorch",
+    ):
+        self.stepper, self.src_tok, self.tgt_tok, self.decoder_file = stepper, src_tok, tgt_tok, decoder_file
+        self.src_lang, self.tgt_lang, self.pair = src_lang, tgt_lang, f"{src_lang}-{tgt_lang}"
+        self.alpha = float(decoding["length_penalty"])
+        self.max_ratio, self.max_extra = float(decoding["max_len_ratio"]), int(decoding["max_len_extra"])
+
+    def translate(self, texts: Sequence[str], *, beam_size: int = 5, n_best: int = 1) -> list[list[Hypothesis]]:
+        ids = [s[:MAX_SRC_TOKENS] for s in self.src_tok.encode_batch(list(texts))]
+        return translate_ids(
+            self.stepper,
+            ids,
+            beam_size=beam_size,
+            n_best=n_best,
+            alpha=self.alpha,
+            max_ratio=self.max_ratio,
+            max_extra=self.max_extra,
+        )
+
+    def detok(self, h: Hypothesis) -> str:
+        return self.tgt_tok.decode(h.tokens)
+
+
+def onnx_stepper(folder: Path, decoder_file: str) -> OnnxStepper:
+    """The encoder and the given decoder-step file of an artifact folder, on CPU, one thread (as
+    the runtime opens them by default), whether or not metadata.json is written yet."""
+    return OnnxStepper(*(create_session(folder / f, "cpu", 1)[0] for f in (ENCODER, decoder_file)))
+
+
+def onnx_translator(folder: Path, decoder_file: str, config: dict, decoding: dict) -> Translator:
+    """A Translator over an artifact folder's ONNX files and SentencePiece models."""
+    return Translator(
+        onnx_stepper(folder, decoder_file),
+        Subword(folder / SPM_SRC),
+        Subword(folder / SPM_TGT),
+        src_lang=config["src_lang"],
+        tgt_lang=config["tgt_lang"],
+        decoding=decoding,
+        decoder_file=decoder_file,
+    )

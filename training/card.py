@@ -1,0 +1,226 @@
+"""What a shipped artifact says about itself: metadata.json, and the README.md card rendered from it.
+
+The export (and each command that updates an artifact in place) measures everything first, on
+the files in the folder, and builds the whole metadata dict in memory; `write_artifact` then
+writes README.md and, last, metadata.json with the sha256 of every other file, once. Nothing
+writes a placeholder to be filled in later.
+
+Here: the entries every artifact shares (`base_metadata`, `training_metadata`), the record of
+which choice was made on which split (`translation_selection`), and the translator's card
+(`translation_readme`), which says what the model knows, what it does not, and how to read the
+`score` of a translation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import torch
+
+from service.runtime.artifacts import write_metadata
+from training.data import PROJECT_ROOT
+
+README = "README.md"
+LANGUAGES = {"en": "English", "de": "German", "fr": "French"}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "service"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def base_metadata(name: str, task: str, version: str | None) -> dict:
+    commit = git_commit()
+    today = dt.date.today().isoformat()
+    return {
+        "name": name,
+        "task": task,
+        "version": version or f"{today}+{commit[:8]}",
+        "created": today,
+        "git_commit": commit,
+        "torch_version": torch.__version__,
+    }
+
+
+def training_metadata(ck: dict, best_key: str, best_name: str) -> dict:
+    """metadata.json's "config", "train_config" and "training" entries, from a best.pt checkpoint."""
+    state = ck["state"]
+    return {
+        "config": ck["config"],
+        "train_config": ck["train_config"],
+        "training": {
+            "epochs_run": state["epoch"],
+            "train_seconds": round(state["train_seconds"], 1),
+            best_name: state[best_key],
+            "history": state["history"],
+        },
+    }
+
+
+def write_artifact(folder: Path, meta: dict, readme: str) -> dict:
+    """README.md, then metadata.json listing every file's hash (README's too); returns the metadata
+    as written."""
+    (folder / README).write_text(readme, encoding="utf-8")
+    return write_metadata(folder, meta)
+
+
+# --- the translator ----------------------------------------------------------------------------
+
+
+def translation_selection(meta: dict) -> dict:
+    """Which choices the shipped translator rests on, and the split each was made on."""
+    d = meta["decoding"]
+    sel: dict = {
+        "rule": "every choice reads the validation split (Multi30k val); test2016 is only reported",
+        "checkpoint": {
+            "split": "validation",
+            "criterion": "greedy sacreBLEU of the PyTorch model after each epoch; the best epoch ships",
+            "value": meta["training"]["best_val_bleu_greedy_pytorch"],
+        },
+        "vocabulary": {
+            "split": "validation",
+            "criterion": "joint vs per-language 8k SentencePiece, greedy validation BLEU per epoch on all the "
+            "en-de data (training.translation.select_vocab; reports/translation-vocab); the same recipe for every pair",
+            "chosen": "joint" if meta["config"]["joint_vocab"] else "separate",
+        },
+        "decoding": {
+            "split": None,
+            "criterion": f"fixed beforehand (beam {d['beam_size']}, GNMT length penalty {d['length_penalty']}), "
+            "not tuned on any split",
+        },
+    }
+    q = meta["metrics"].get("int8")
+    if q and "validation_bleu_drop" in q:
+        sel["int8_decoder"] = {
+            "split": "validation",
+            "criterion": f"ship decoder.int8.onnx if validation sacreBLEU drops by at most {q['max_drop']}",
+            "validation_bleu_drop": q["validation_bleu_drop"],
+            "shipped": q["shipped"],
+        }
+    g = meta.get("score_guide")
+    if g:
+        sel["score_threshold"] = {"split": "validation", "criterion": g["threshold_rule"], "value": g["threshold"]}
+    return sel
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def translation_readme(meta: dict) -> str:
+    cfg, m, d = meta["config"], meta["metrics"], meta["decoding"]
+    src, tgt = LANGUAGES.get(cfg["src_lang"], cfg["src_lang"]), LANGUAGES.get(cfg["tgt_lang"], cfg["tgt_lang"])
+    g, q = meta["score_guide"], m.get("int8", {})
+    v, tok = g["validation"], meta["tokenizer"]
+    vocab = (
+        f"joint SentencePiece vocabulary of {tok['src_vocab']}"
+        if tok["joint"]
+        else f"SentencePiece vocabularies of {tok['src_vocab']} ({src}) and {tok['tgt_vocab']} ({tgt})"
+    )
+    lines = [
+        f"# {meta['name']} {meta['version']}",
+        "",
+        f"{src} → {tgt} translator: a sequence-to-sequence model (bidirectional {cfg['cell'].upper()} encoder, "
+        f"LSTM decoder {'with additive attention' if cfg['attention'] else 'without attention'}, {vocab}), "
+        "served by `service` as ONNX. This card is generated from `metadata.json` "
+        "(`python -m training.translation.evaluate --artifact <this folder> --rewrite-card`).",
+        "",
+        "## What it knows, and what it does not",
+        "",
+        f"It learned from **{meta['data']['train'].split('(')[-1].rstrip(')')} image captions** and nothing else: "
+        f"{meta['data']['dataset']} ({meta['data']['citation']}), one-sentence descriptions of Flickr photos "
+        "(people, animals, clothes, streets, sports). On such sentences it is good (table below). It has "
+        "never seen an email, an invoice, a user manual, a news article, a question or a dialogue, and it "
+        "does not say so: out of its domain it returns fluent-looking text that is unrelated to the "
+        "input, often with invented words. Measured on the files in this folder, through the service's "
+        f"model class as it serves them on CPU by default (`{g['measured_with']}`):",
+        "",
+        "| input | output | score |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {o['text']} | {o['translation']} | {_num(o['score'])} |" for o in g["out_of_domain"]]
+    lines += [
+        "",
+        "None of these outputs is a translation. The response carries no warning; `score` is the only hint.",
+        "",
+        "## How to read `score`",
+        "",
+        "`score` is the sum of the natural-log probabilities the model gave to each subword of its "
+        "output (the end-of-sentence token included), divided by the GNMT length penalty "
+        f"((5 + length) / 6)^{d['length_penalty']}: a length-normalized log-probability, 0 at best, more "
+        "negative when the model was less sure. It ranks the beam's candidates; it is not a probability "
+        "and not a quality estimate calibrated on anything but captions.",
+        "",
+        f"On the {v['n']} validation captions: median {_num(v['percentiles']['50'])}, "
+        f"25% below {_num(v['percentiles']['25'])}, 10% below {_num(v['percentiles']['10'])}, "
+        f"5% below {_num(v['percentiles']['5'])}, 1% below {_num(v['percentiles']['1'])}. "
+        "How good the translations are, by score (chrF of each sentence against its reference, mean):",
+        "",
+        "| score | captions | mean sentence chrF |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {b['band']} | {b['n']} | {b['mean_chrf']:.1f} |" for b in v["bands"]]
+    n_ood, below = len(g["out_of_domain"]), g["out_of_domain_below_threshold"]
+    lines += [
+        "",
+        f"**Rough threshold: do not trust a translation whose score is below {_num(g['threshold'])}** "
+        f"({g['threshold_rule']}). {below} of the {n_ood} out-of-domain sentences above fall below it, "
+        f"and {g['validation_below_threshold']:.1%} of the validation captions do too (those are "
+        "the captions it translates worst). Above the threshold is no guarantee: the ranges overlap, "
+        "and garbage can score above it. If your input is not a short description of a scene, expect "
+        "nonsense whatever the score.",
+        "",
+        "## Quality on its own domain",
+        "",
+        f"Beam {d['beam_size']}, length penalty {d['length_penalty']}, at most {d['max_len_ratio']} × source "
+        f"+ {d['max_len_extra']} subwords; computed with onnxruntime on the files in this folder. "
+        f"Validation: {meta['data']['validation']}; test: {meta['data']['test']}.",
+        "",
+        "| split | sacreBLEU | chrF | BLEU (lowercase, tokenized) |",
+        "|---|---|---|---|",
+    ]
+    for s in ("validation", "test"):
+        lines.append(f"| {s} | {m[s]['bleu']:.2f} | {m[s]['chrf']:.2f} | {m[s]['bleu_lc_tok']:.2f} |")
+    if q.get("shipped"):
+        for s in ("validation", "test"):
+            lines.append(
+                f"| {s}, int8 decoder (`decoder.int8.onnx`) | {q[s]['bleu']:.2f} | {q[s]['chrf']:.2f} | "
+                f"{q[s]['bleu_lc_tok']:.2f} |"
+            )
+    if "baseline_no_attention_test" in m:
+        b = m["baseline_no_attention_test"]
+        lines.append(
+            f"| test, no-attention baseline of the same size | {b['bleu']:.2f} | {b['chrf']:.2f} | "
+            f"{b['bleu_lc_tok']:.2f} |"
+        )
+    lines += ["", "![BLEU by source length](bleu_by_length.png)", "", "## Choices, and the data they were made on", ""]
+    sel = meta["selection"]
+    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
+    lines.append("")
+    for key, s in sel.items():
+        if key != "rule":
+            where = f"on {s['split']}" if s["split"] else "on no split"
+            lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
+    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
+    lines += [
+        "",
+        "## Parity with the trained model",
+        "",
+        f"Each decoder step, ONNX vs PyTorch on real validation batches: max |Δ log-prob| "
+        f"{step['step_max_abs_diff']:.1e} over {step['steps_compared']} steps (gate {step['atol']}). Full beam "
+        f"search: {search['identical']} of {search['sentences']} validation translations identical "
+        f"(gate {search['required']:.0%}).",
+        "",
+    ]
+    return "\n".join(lines)
