@@ -42,9 +42,14 @@ format: $(FULL)
 	$(BIN)/ruff format service training tests bench
 	$(BIN)/ruff check --fix service training tests bench
 
-train-sentiment: $(FULL)  ## train the IMDB model from scratch and export it to models/sentiment
-	$(BIN)/python -m training.sentiment.train --out runs/sentiment $(DATA_FLAG)
-	$(BIN)/python -m training.export sentiment --run runs/sentiment --out models/sentiment --quantize $(DATA_FLAG)
+# Word vectors on the corpus's training text, then the classifier (resumes), then the verified export.
+# REFERENCE=models-dir/sentiment puts a previous model beside the new one in the card.
+REFERENCE ?=
+train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + short texts) and export it to models/sentiment
+	test -f runs/sentiment/vectors.pt || $(BIN)/python -m training.sentiment.vectors --out runs/sentiment/vectors.pt $(DATA_FLAG)
+	$(BIN)/python -m training.sentiment.train --out runs/sentiment --vectors runs/sentiment/vectors.pt $(DATA_FLAG)
+	$(BIN)/python -m training.export sentiment --run runs/sentiment --out models/sentiment --quantize \
+	  $(if $(REFERENCE),--reference $(REFERENCE),) $(DATA_FLAG)
 
 # The shipped translators were trained for this many epochs (best validation BLEU at epoch 13 and
 # 11; the learning rate schedule does not depend on the total, so a shorter run is the same run).

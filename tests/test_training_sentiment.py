@@ -139,6 +139,26 @@ def test_composed_pairs_take_the_verdict_after_but_and_are_mixed_otherwise():
     assert sent_train.compose_pairs(train_sets, vocab, 0, epoch=1, seed=0) == []
 
 
+def test_negations_come_from_adjectives_the_data_marks_polar_and_flip_their_label():
+    enc = sent_train.Encoded
+    texts = {  # "dull" is negative in both sets although set b is mostly positive; "film" is no adjective
+        "a": [("the film was great", 1), ("it is so great", 1), ("the film was dull", 0), ("so dull", 0)] * 40,
+        "b": [("the film was great", 1), ("really great", 1), ("was dull", 0)] * 40 + [("film", 1)] * 200,
+    }
+    words = sorted({w for rows in texts.values() for t, _ in rows for w in t.split()} | {"not", "at", "all", "never"})
+    vocab = Vocab.build([words] * 2 + [["it", "'", "s", "this", "that", "definitely", "."]] * 2, 100, 1)
+    train_sets = {d: enc([vocab.encode(t.split()) for t, _ in rows], [y for _, y in rows]) for d, rows in texts.items()}
+    lex = sent_train.polar_adjectives(train_sets, vocab)
+    assert {vocab.itos[t]: y for t, y in lex.items()} == {"great": 1, "dull": 0}
+    rows = sent_train.compose_negations(lex, vocab, 100, epoch=1, seed=0)
+    assert len(rows) == 100 and rows == sent_train.compose_negations(lex, vocab, 100, epoch=1, seed=0)
+    for ids, label, domain, eps in rows:
+        words_in = [vocab.itos[i] for i in ids]
+        assert domain == "negations" and eps == 0.0 and {"not", "never"} & set(words_in)
+        adj = "great" if "great" in words_in else "dull"
+        assert label == 1 - {"great": 1, "dull": 0}[adj]
+
+
 def test_token_budget_batches_cover_everything_once_within_budget():
     import random
 

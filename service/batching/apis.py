@@ -150,6 +150,8 @@ class SentimentAPI(_Base):
                     "provider": self.model.provider,
                     "task": "sentiment",
                     "metrics": self.model.meta.get("metrics", {}),
+                    "training_data": self.model.meta.get("data", {}),
+                    "temperature": self.model.temperature,
                     "file": self.model.model_file,
                     "precision": self.model.precision,
                 }

@@ -165,6 +165,9 @@ def test_info_reports_models_provider_and_batching(server, models_dir):
         assert m["providers"] == ["CPUExecutionProvider"]  # what the session runs on, read back from it
         assert m["workers"] == workers  # every worker reported what it loaded
         assert m["precision"] == "fp32"  # the tiny sentiment artifact ships no int8 variant
+        if folder == "sentiment":  # what it learned from, and the calibration the service applies
+            assert m["training_data"] == meta["data"] and set(m["training_data"]["sources"]) >= {"imdb", "sst2"}
+            assert m["temperature"] == meta["temperature"]
     assert (
         by_name[json.loads((models_dir / "translate-en-de" / "metadata.json").read_text())["name"]]["pair"] == "en-de"
     )
