@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$ctx/deploy"
 cp -r "$root/pyproject.toml" "$root/README.md" "$root/service" "$ctx/"
-cp "$root/deploy/Dockerfile" "$root/deploy/requirements.py" "$ctx/deploy/"
+cp -r "$root/deploy/Dockerfile" "$root/deploy/requirements" "$ctx/deploy/"
 cp -rL "$MODELS" "$ctx/models"
 find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
 
