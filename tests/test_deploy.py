@@ -486,7 +486,9 @@ def _ready(port: int) -> bool:
 
 def kustomize(path: Path) -> list[dict]:
     if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed: cannot render kustomize (the Debian and Google apt packages provide it)")
+        pytest.skip(
+            "kubectl is not installed: cannot render kustomize (needs kubectl 1.21+; Debian 12's kubernetes-client is 1.20, too old)"
+        )
     r = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
