@@ -7,26 +7,45 @@ PORT ?= 8000
 DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
-.PHONY: install serve test lint format train-sentiment export-sentiment train-translation train-baseline \
+.PHONY: install lock serve test lint format train-sentiment export-sentiment train-translation train-baseline \
         export-translation bench clean
 
 # Stamps: serving needs only the runtime dependencies; tests and training add the extras (torch).
 RUNTIME := $(VENV)/.runtime-installed
 FULL := $(VENV)/.full-installed
+# Pinned runtime dependencies, made by `make lock` from pyproject.toml (deploy/requirements/README.md).
+# The venv installs under them as constraints, so the suite runs the versions the images ship.
+LOCK_DIR := deploy/requirements
+LOCK := $(LOCK_DIR)/onnxruntime-gpu.txt
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 
-$(RUNTIME): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e .
+$(RUNTIME): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -c $(LOCK) -e .
 	touch $@
 
-$(FULL): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[train,dev]'
+$(FULL): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -c $(LOCK) -e '.[train,dev]'
 	touch $@ $(RUNTIME)
 
 install: $(FULL)  ## create .venv and install the project with its extras (train, dev)
+
+# uv's resolver writes the locks; pinned because tests/test_deploy.py reads the format it writes.
+UV_VERSION := 0.13.8
+LOCK_FLAGS ?=  # --upgrade: move every pin to the newest release pyproject allows (default: keep pins that still fit)
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --quiet \
+	--custom-compile-command 'make lock' $(LOCK_FLAGS)
+
+lock: | $(BIN)/python  ## re-pin the runtime dependencies (deploy/requirements/*.txt) from pyproject.toml
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	$(UV_COMPILE) -o $(LOCK_DIR)/onnxruntime-gpu.txt
+	{ echo '# Made by make lock: the CPU build of onnxruntime everywhere, the release onnxruntime-gpu.txt pins.'; \
+	  sed -n 's/^onnxruntime-gpu==\([^ ;]*\).*/onnxruntime==\1/p' $(LOCK_DIR)/onnxruntime-gpu.txt; \
+	  echo "onnxruntime-gpu ; sys_platform == 'never'"; } > $(LOCK_DIR)/cpu-overrides.txt
+	$(UV_COMPILE) --override $(LOCK_DIR)/cpu-overrides.txt --no-emit-package onnxruntime-gpu \
+	  -o $(LOCK_DIR)/onnxruntime.txt
 
 serve: $(RUNTIME)  ## serve the shipped models on port $(PORT)
 	$(BIN)/python -m service --port $(PORT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -183,3 +184,59 @@ def translator(models_dir):
     from service.runtime.translation import TranslationModel
 
     return TranslationModel(models_dir / "translate-en-de")
+
+
+# ----------------------------------------------------------------------------- what the run skipped
+
+# System tools some tests drive, and where they come from; .ci/run installs what Debian has. A test
+# that needs one skips where it is missing, so the run ends by saying which ones it skipped and why.
+SYSTEM_TOOLS = {
+    "prometheus": "Debian: apt-get install prometheus",
+    "promtool": "Debian: apt-get install prometheus",
+    "docker-compose": "Debian: apt-get install docker-compose",
+    "docker compose": "the Docker Compose plugin",
+    "kubectl": "kubectl >= 1.21 with kustomize v4+ (Debian 12's kubernetes-client is 1.20: too old for deploy/k8s)",
+    "chromium": "Debian: apt-get install chromium",
+    "chromedriver": "Debian: apt-get install chromium-driver",
+}
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def tool_of(reason: str) -> str | None:
+    """The system tool a skip reason names, if any (the first of SYSTEM_TOOLS it mentions)."""
+    return next((t for t in SYSTEM_TOOLS if re.search(rf"(?<![\w-]){re.escape(t)}(?![\w-])", reason, re.I)), None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """After the run: every skipped test that wanted a system tool, by tool, then the other skips (no
+    GPU, no dataset, ...), one line per test, so that a machine without the tool cannot pass for one
+    that ran everything."""
+    by_tool: dict[str, list[str]] = {}
+    other: list[str] = []
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = skip_reason(report)
+        line = f"{report.nodeid}: {reason}"
+        tool = tool_of(reason)
+        if tool is None:
+            other.append(line)
+        else:
+            by_tool.setdefault(tool, []).append(line)
+    tr = terminalreporter
+    n_tool = sum(map(len, by_tool.values()))
+    if not n_tool:
+        tr.write_line("system tools: no test skipped for want of one")
+    else:
+        tr.section(f"{n_tool} tests skipped for want of a system tool", sep="-")
+        for tool, lines in by_tool.items():
+            tr.write_line(f"{tool} ({SYSTEM_TOOLS[tool]}): {len(lines)} skipped")
+            for line in lines:
+                tr.write_line(f"  {line}")
+    if other:
+        tr.section(f"{len(other)} tests skipped for other reasons", sep="-")
+        for line in other:
+            tr.write_line(f"  {line}")

@@ -10,9 +10,8 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
@@ -81,25 +83,134 @@ def test_dockerfile_is_multistage_nonroot_with_healthcheck_and_entrypoint():
     assert "RNNSERVE_MODELS_DIR=/app/models" in env and "RNNSERVE_DEVICE=${DEVICE}" in env
 
     build = " ".join(f"{i} {a}" for i, a in stages(ins)["build"])
-    assert "deploy/requirements.py" in build and "pip install --no-deps ." in build
+    assert 'pip install --no-deps -r "deploy/requirements/$ONNXRUNTIME.txt"' in build and "pip check" in build
+    assert "pip install --no-deps ." in build
     assert "training" not in build and "tests" not in build and "[train" not in build and "[dev" not in build
 
 
-def test_image_requirements_are_pyproject_runtime_deps_without_torch():
+# ----------------------------------------------------------------------------- the locks (make lock)
+
+LOCKS = DEPLOY / "requirements"
+# Where the locks must hold: the platforms images and developers use, on every Python the images run.
+PLATFORMS = {
+    "linux-x86_64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"},
+    "linux-aarch64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "aarch64"},
+    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64"},
+    "windows-amd64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64"},
+}
+ENVIRONMENTS = {
+    f"{name}-py{py}": {
+        **default_environment(),
+        **platform,
+        "os_name": "nt" if platform["sys_platform"] == "win32" else "posix",
+        "python_version": py,
+        "python_full_version": f"{py}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+    for name, platform in PLATFORMS.items()
+    for py in ("3.11", "3.12", "3.13")
+}
+
+
+def pyproject_runtime() -> list[Requirement]:
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ (the images use 3.11+)")
-    out = subprocess.run([sys.executable, str(DEPLOY / "requirements.py")], capture_output=True, text=True, check=True)
-    reqs = out.stdout.split()
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert not any(r.startswith(("torch", "onnxruntime-gpu")) for r in reqs)
-    assert [r for r in reqs if r.startswith("onnxruntime")] == ["onnxruntime>=1.20"]
-    assert set(reqs) - {"onnxruntime>=1.20"} == {d for d in deps if not d.startswith("onnxruntime")}
-    gpu = subprocess.run(
-        [sys.executable, str(DEPLOY / "requirements.py"), "--onnxruntime", "onnxruntime-gpu"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert gpu[-1] == "onnxruntime-gpu>=1.20" and gpu[:-1] == reqs[:-1]
+    return [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+
+
+def lock(name: str) -> tuple[list[Requirement], set[str]]:
+    """The pins of deploy/requirements/NAME.txt, and the names uv marks as asked for by pyproject."""
+    pins: list[Requirement] = []
+    direct: set[str] = set()
+    for line in (LOCKS / f"{name}.txt").read_text().splitlines():
+        if line[:1].isalnum():
+            pins.append(Requirement(line))
+        elif "rnn-serve (pyproject.toml)" in line:  # a "# via" line under the last pin
+            direct.add(canonicalize_name(pins[-1].name))
+    return pins, direct
+
+
+def active(reqs: list[Requirement], env: dict[str, str]) -> list[Requirement]:
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+
+
+def pinned(pins: list[Requirement], env: dict[str, str]) -> dict[str, str]:
+    """name -> the one version the lock installs in `env` (a name pinned twice there is an error)."""
+    out: dict[str, str] = {}
+    for r in active(pins, env):
+        (spec,) = r.specifier
+        assert spec.operator == "==", r
+        name = canonicalize_name(r.name)
+        assert name not in out, f"{name} pinned twice for {env['sys_platform']} {env['python_full_version']}"
+        out[name] = spec.version
+    return out
+
+
+# onnxruntime.txt is the CPU image's: pyproject's set with the GPU flavour swapped for the CPU build
+FLAVOUR = {"onnxruntime-gpu": {}, "onnxruntime": {"onnxruntime-gpu": "onnxruntime"}}
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOUR))
+def test_lock_pins_exactly_pyprojects_runtime_dependencies_everywhere(flavour):
+    """Every runtime dependency of pyproject.toml, under its marker, is pinned by the lock within its
+    range, on every platform and Python; nothing else is pinned as asked for by pyproject; no torch.
+    Fails when pyproject changes without `make lock`."""
+    pins, direct = lock(flavour)
+    swap = FLAVOUR[flavour]
+    assert "make lock" in (LOCKS / f"{flavour}.txt").read_text().splitlines()[1]
+    assert not {canonicalize_name(p.name) for p in pins} & {"torch", "onnx", "onnxscript"}
+    if flavour == "onnxruntime":
+        assert "onnxruntime-gpu" not in {canonicalize_name(p.name) for p in pins}
+    for env_name, env in ENVIRONMENTS.items():
+        versions = pinned(pins, env)
+        wanted = {}
+        for dep in active(pyproject_runtime(), env):
+            name = canonicalize_name(dep.name)
+            wanted[swap.get(name, name)] = dep
+        assert set(wanted) <= set(versions), (env_name, sorted(set(wanted) - set(versions)))
+        assert {n for n in direct if n in versions} == set(wanted), env_name
+        for name, dep in wanted.items():
+            assert dep.specifier.contains(versions[name], prereleases=True), (env_name, name, versions[name], dep)
+
+
+def test_the_cpu_image_pins_the_onnxruntime_release_the_suite_runs():
+    """The CPU build in onnxruntime.txt is the release onnxruntime-gpu.txt pins for Linux x86_64 (the
+    flavour `make install` puts in the venv); apart from that flavour the two locks are the same."""
+    linux = ENVIRONMENTS["linux-x86_64-py3.11"]
+    gpu, cpu = pinned(lock("onnxruntime-gpu")[0], linux), pinned(lock("onnxruntime")[0], linux)
+    assert cpu.pop("onnxruntime") == gpu.pop("onnxruntime-gpu")
+    assert cpu == gpu
+    for env_name, env in ENVIRONMENTS.items():  # elsewhere both locks pin the CPU build, the same release
+        if env["platform_machine"] != "x86_64" or env["sys_platform"] != "linux":
+            g, c = pinned(lock("onnxruntime-gpu")[0], env), pinned(lock("onnxruntime")[0], env)
+            assert set(g) == set(c), env_name
+
+
+def test_the_suite_runs_the_locked_releases():
+    """`make install` installs under onnxruntime-gpu.txt as constraints: every package the lock pins for
+    this machine is installed at that release, so what the suite tests is what the images ship."""
+    pins, _ = lock("onnxruntime-gpu")
+    here = pinned(pins, default_environment())
+    assert len(here) >= 20
+    wrong = {}
+    for name, version in here.items():
+        try:
+            got = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            got = None
+        if got != version:
+            wrong[name] = (version, got)
+    assert not wrong, f"(locked, installed): {wrong}; run make install (or make lock after changing pyproject.toml)"
+
+
+def test_lock_check_can_fail(monkeypatch):
+    """The drift the tests above catch: a pyproject dependency the lock does not pin, or pins out of range."""
+    env = ENVIRONMENTS["linux-x86_64-py3.11"]
+    versions = pinned(lock("onnxruntime")[0], env)
+    assert "requests" not in versions  # a dependency added to pyproject without make lock
+    assert not Requirement("numpy>=99").specifier.contains(versions["numpy"])  # a range the pin is outside of
+    with pytest.raises(AssertionError, match="pinned twice"):
+        pinned([Requirement("numpy==1.0"), Requirement("numpy==2.0")], env)
 
 
 def test_dockerignore_keeps_the_context_small_but_complete():
@@ -116,7 +227,8 @@ def test_dockerignore_keeps_the_context_small_but_complete():
         "pyproject.toml",
         "README.md",
         "service/server.py",
-        "deploy/requirements.py",
+        "deploy/requirements/onnxruntime.txt",
+        "deploy/requirements/onnxruntime-gpu.txt",
         "deploy/Dockerfile",
         "models/sentiment/model.onnx",
     ):
@@ -374,7 +486,9 @@ def _ready(port: int) -> bool:
 
 def kustomize(path: Path) -> list[dict]:
     if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed: cannot render kustomize (the Debian and Google apt packages provide it)")
+        pytest.skip(
+            "kubectl is not installed: cannot render kustomize (needs kubectl 1.21+; Debian 12's kubernetes-client is 1.20, too old)"
+        )
     r = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
