@@ -27,6 +27,11 @@ test_litserve_contract.py, which runs LitServe's own request path next to ours:
 - `litserve.loops.base._SENTINEL_VALUE` and `_StopLoopError`: what a worker's queue receives at
   shutdown and how a loop says it is done (`unpack_request`, used by `batching.loop`).
 
+Two public but undocumented extension points are used outside this module, also checked by the
+contract test: `litserve.transport.base.MessageTransport` (send / areceive / close), which
+`batching.transport` implements, and `litserve.loops.BatchedLoop.get_batch_requests`, which
+`batching.loop` overrides (it returns (payloads, timed-out uids) from the queue).
+
 The measurements that keep the replacements rather than LitServe's own (Manager queues, the
 `fast_queue` option, its worker monitor) are in the docstrings of `batching.queue`,
 `batching.transport` and `batching.watchdog`.
