@@ -26,6 +26,17 @@ test_litserve_contract.py, which runs LitServe's own request path next to ours:
   `LitAPIStatus.ERROR`; `error_from_worker` turns it back into the exception.
 - `litserve.loops.base._SENTINEL_VALUE` and `_StopLoopError`: what a worker's queue receives at
   shutdown and how a loop says it is done (`unpack_request`, used by `batching.loop`).
+- Public LitServer methods overridden here, whose role in `run()` is undocumented:
+  `verify_worker_status` (also fail when a worker dies before it reports), `setup_auth` (no
+  per-route dependency), `lifespan` (adds the HTTP process's worker watch).
+
+multiprocessing's private `Queue._reset`, once overridden for the queues, is no longer used:
+`batching.queue` calls the public `cancel_join_thread()` instead.
+
+Two public but undocumented extension points are used outside this module, also checked by the
+contract test: `litserve.transport.base.MessageTransport` (send / areceive / close), which
+`batching.transport` implements, and `litserve.loops.BatchedLoop.get_batch_requests`, which
+`batching.loop` overrides (it returns (payloads, timed-out uids) from the queue).
 
 The measurements that keep the replacements rather than LitServe's own (Manager queues, the
 `fast_queue` option, its worker monitor) are in the docstrings of `batching.queue`,

@@ -7,7 +7,7 @@ from queue import Empty, Queue
 from typing import Any
 
 import litserve as ls
-from litserve.loops.simple_loops import BatchedLoop
+from litserve.loops import BatchedLoop
 
 from service.batching.litserve_internals import unpack_request
 

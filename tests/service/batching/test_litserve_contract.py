@@ -20,8 +20,9 @@ import pytest
 import tomllib
 from fastapi import HTTPException
 from litserve.callbacks.base import CallbackRunner
+from litserve.loops import BatchedLoop
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
-from litserve.loops.simple_loops import BatchedLoop
+from litserve.transport.base import MessageTransport
 from litserve.utils import ResponseBufferItem
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -228,6 +229,8 @@ def test_the_hooks_we_override_are_where_we_expect_them():
         "kwargs",
     ]
     assert "get_batch_requests(" in inspect.getsource(BatchedLoop.run_batched_loop)
+    assert MessageTransport.__abstractmethods__ == {"send", "areceive"}
+    assert list(inspect.signature(MessageTransport.close).parameters) == ["self", "kwargs"]
     # LitServe adds GZip for non-streaming APIs; our _register_middleware drops it.
     stock = ls.LitServer(_api(), accelerator="cpu")
     assert any(isinstance(m, tuple) and m[0] is GZipMiddleware for m in stock.middlewares)
