@@ -247,6 +247,9 @@ def evaluate_reference(folder: Path, val: dict[str, list[Review]]) -> dict:
         "validation_by_domain": table,
         "validation_mean_accuracy": round(float(np.mean([m["accuracy"] for m in table.values()])), 5),
         "behaviour": summarize_suite(run_suite(rt.predict)),
+        # IMDB test as that artifact recorded it at its own export (old and new metadata layouts)
+        "imdb_test_accuracy_recorded": (rt.meta["metrics"].get("test") or {}).get("accuracy")
+        or (rt.meta["metrics"].get("imdb_test_fp32") or {}).get("accuracy"),
     }
 
 

@@ -54,8 +54,8 @@ class TrainConfig:
     seed: int = 13
     limit: int = 0  # keep only this many train texts per domain (tests, smoke runs); 0 = all
     vectors: str = ""  # word2vec file (training.sentiment.vectors) to initialize embeddings; "" = random
-    contrast_pairs: int = 0  # composed two-clause texts per epoch (see compose_pairs); 0 = none
-    negations: int = 0  # composed negated phrases per epoch (see compose_negations); 0 = none
+    contrast_pairs: int = 8_000  # composed two-clause texts per epoch (see compose_pairs); 0 = none
+    negations: int = 4_000  # composed negated phrases per epoch (see compose_negations); 0 = none
 
 
 def seed_everything(seed: int) -> None:
