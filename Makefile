@@ -35,12 +35,12 @@ test: $(FULL)  ## the whole suite (unit + integration, real server over HTTP)
 	$(BIN)/python -m pytest -q
 
 lint: $(FULL)
-	$(BIN)/ruff check service training tests bench
-	$(BIN)/ruff format --check service training tests bench
+	$(BIN)/ruff check service training loadgen tests bench
+	$(BIN)/ruff format --check service training loadgen tests bench
 
 format: $(FULL)
-	$(BIN)/ruff format service training tests bench
-	$(BIN)/ruff check --fix service training tests bench
+	$(BIN)/ruff format service training loadgen tests bench
+	$(BIN)/ruff check --fix service training loadgen tests bench
 
 train-sentiment: $(FULL)  ## train the IMDB model from scratch and export it to models/sentiment
 	$(BIN)/python -m training.sentiment.train --out runs/sentiment $(DATA_FLAG)
@@ -86,7 +86,7 @@ smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifac
 	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
 
 loadtest: $(RUNTIME)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
-	$(BIN)/python -m service.loadtest --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
+	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
 	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)
 
 BENCH_FLAGS ?=
