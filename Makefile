@@ -92,7 +92,7 @@ loadtest: $(RUNTIME)  ## load-test a running server: ENDPOINT=sentiment|translat
 BENCH_FLAGS ?=
 
 bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX (BENCH_FLAGS="--quick", "--models-dir DIR")
-	$(BIN)/python bench/serving.py $(DATA_FLAG) $(BENCH_FLAGS)
+	$(BIN)/python -m bench.serving $(DATA_FLAG) $(BENCH_FLAGS)
 
 # Reliability (README: Reliability). The test suite fuzzes 150 examples per endpoint and mode; this, thousands.
 FUZZ_EXAMPLES ?= 2500
@@ -104,7 +104,7 @@ fuzz: $(FULL)  ## schemathesis against a real server's /openapi.json: FUZZ_EXAMP
 	RNNSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 3600 tests/test_reliability_fuzz.py
 
 soak: $(FULL)  ## 10 minutes at 70% of measured capacity on the shipped models (SOAK_FLAGS="--duration 60", "--models-dir DIR")
-	$(BIN)/python bench/soak.py $(DATA_FLAG) $(SOAK_FLAGS)
+	$(BIN)/python -m bench.soak $(DATA_FLAG) $(SOAK_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

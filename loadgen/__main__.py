@@ -23,8 +23,9 @@ mean batch size, queue wait and inference time per batch, and tokens/s. With
 --slo-p99-ms the report gives a verdict (p99 within the bound and error rate at most
 --slo-max-error-rate) and the exit status is 1 when any measured level misses it.
 
---transport raw sends with a minimal HTTP/1.1 client (plain http only) that takes a fraction of
-httpx's CPU: use it when this client runs on the server's machine (see loadgen/transport.py).
+Requests go out through a minimal keep-alive HTTP/1.1 client for http URLs (--transport raw,
+a fraction of httpx's client CPU, which matters when this client shares the server's machine)
+and through httpx for https URLs (--transport httpx); see loadgen/transport.py.
 
 Plots (latency CDF, latency over time, and throughput and p99 against the load level for sweeps)
 need matplotlib (the dev/train extras); without it the report is written and plots are skipped.
@@ -51,7 +52,7 @@ from loadgen.data import LoadTestError, dataset_file, default_data_dir, load_tex
 from loadgen.engine import Level, Progress, Request, run_level
 from loadgen.report import format_run, summarize, verdict
 from loadgen.stats import Totals, endpoint_totals
-from loadgen.transport import TRANSPORTS, Transport, make_transport
+from loadgen.transport import AUTO, TRANSPORTS, Transport, make_transport
 from service import __version__
 
 # ----------------------------------------------------------------------------- command line
@@ -115,9 +116,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key", default=None, help="sent as X-API-Key")
     p.add_argument(
         "--transport",
-        choices=TRANSPORTS,
-        default="httpx",
-        help="httpx (default; http or https) or raw (plain http, a fraction of the client CPU)",
+        choices=(AUTO, *TRANSPORTS),
+        default=AUTO,
+        help="raw (plain http, a fraction of httpx's client CPU), httpx (http or https), or auto "
+        "(default: raw for http URLs, httpx for https)",
     )
     p.add_argument(
         "--wait-healthy", type=float, default=10.0, help="seconds to wait for /health 200 first (default 10)"
@@ -132,6 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--concurrency must be at least 1")
     if args.duration <= 0 or args.warmup < 0 or args.texts_per_request < 1:
         p.error("--duration must be > 0, --warmup >= 0 and --texts-per-request >= 1")
+    if args.transport == AUTO:
+        args.transport = "raw" if args.url.startswith("http://") else "httpx"
     if args.transport == "raw" and not args.url.startswith("http://"):
         p.error("--transport raw speaks plain http only: use --transport httpx for https")
     return args

@@ -35,7 +35,7 @@ def summarize(
         "server": level.server,
         # CPU share this client used over the level (warm-up included); near 1.0 the client, not the
         # server, may be what limits throughput and inflates latency
-        "client_cpu_share": round(level.client_cpu / (warmup_s + level.elapsed), 2) if level.elapsed else None,
+        "client_cpu_share": round(level.client_cpu / (warmup_s + level.elapsed), 3) if level.elapsed else None,
     }
     if slo_p99_ms is not None:
         reasons = []

@@ -173,7 +173,7 @@ def test_errors_are_counted_by_status(server, tmp_path, transport):
             "--concurrency",
             "2",
             "--duration",
-            "1",
+            "60",  # --max-requests ends the level, not the clock (a busy machine is slow)
             "--warmup",
             "0",
             "--max-requests",
@@ -213,6 +213,10 @@ def test_unreachable_server_and_bad_arguments(tmp_path, capsys):
         ]
     )
     assert code == 2 and "is not serving" in capsys.readouterr().err
+    base = ["--endpoint", "sentiment", "--out", "x.json"]
+    assert lt.parse_args(base).transport == "raw"  # the default URL is plain http: the light client
+    assert lt.parse_args([*base, "--url", "https://example.org"]).transport == "httpx"
+    assert lt.parse_args([*base, "--transport", "httpx"]).transport == "httpx"
     assert not (tmp_path / "x.json").exists()
     for bad in (
         ["--concurrency", "2", "--sweep", "1,2"],

@@ -112,3 +112,5 @@ def test_raw_refuses_what_it_cannot_speak():
     with pytest.raises(ValueError, match="transport must be one of"):
         make_transport("h2", "http://127.0.0.1:1")
     assert isinstance(make_transport("httpx", "https://example.org"), HttpxTransport)
+    assert isinstance(make_transport("auto", "https://example.org"), HttpxTransport)
+    assert isinstance(make_transport("auto", "http://127.0.0.1:1"), RawTransport)
