@@ -10,8 +10,10 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 .PHONY: install serve test lint format train-sentiment export-sentiment train-translation train-baseline \
         export-translation bench clean
 
-# Stamps: serving needs only the runtime dependencies; tests and training add the extras (torch).
+# Stamps: serving needs only the runtime dependencies; load testing adds httpx (the loadgen
+# extra); tests and training add the other extras (torch).
 RUNTIME := $(VENV)/.runtime-installed
+LOADGEN := $(VENV)/.loadgen-installed
 FULL := $(VENV)/.full-installed
 
 $(BIN)/python:
@@ -22,9 +24,13 @@ $(RUNTIME): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e .
 	touch $@
 
+$(LOADGEN): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[loadgen]'
+	touch $@ $(RUNTIME)
+
 $(FULL): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[train,dev]'
-	touch $@ $(RUNTIME)
+	touch $@ $(RUNTIME) $(LOADGEN)
 
 install: $(FULL)  ## create .venv and install the project with its extras (train, dev)
 
@@ -85,7 +91,7 @@ image-gpu:  ## build the CUDA image rnn-serve:gpu (onnxruntime-gpu, --device cud
 smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifacts, SMOKE_PORT=18080)
 	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
 
-loadtest: $(RUNTIME)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
+loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
 	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
 	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)
 
