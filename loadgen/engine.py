@@ -65,6 +65,10 @@ class Level:
     def label(self) -> str:
         return f"c={self.concurrency}" if self.mode == "closed" else f"{self.rate:g} req/s"
 
+    def __repr__(self) -> str:
+        # short: asyncio.run (3.11) reprs a finished main task's result, a Level of 10^5 samples
+        return f"Level({self.mode} {self.label}, {len(self.samples)} samples, {self.elapsed:.3f} s)"
+
     def ok(self) -> list[Sample]:
         return [s for s in self.samples if s.status == "200"]
 

@@ -169,13 +169,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes
     length, chunked, keep_alive = 0, False, True
     for line in lines[1:]:
         k, _, v = line.partition(b":")
-        k, v = k.strip().lower(), v.strip().lower()
+        k = k.strip().lower()
         if k == b"content-length":
             length = int(v)
         elif k == b"transfer-encoding":
-            chunked = b"chunked" in v
+            chunked = b"chunked" in v.lower()
         elif k == b"connection":
-            keep_alive = v != b"close"
+            keep_alive = v.strip().lower() != b"close"
     if not chunked:
         return status, keep_alive, await reader.readexactly(length)
     parts = []

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from loadgen.engine import Level, Request, outcome, run_level
+from loadgen.engine import Level, Request, Sample, outcome, run_level
 from loadgen.stats import endpoint_totals
 from loadgen.transport import RawTransport, Reply, make_transport
 
@@ -94,3 +94,8 @@ def test_outcome_of_a_reply():
     assert outcome(Reply(200, b'{"results": [], "model": {}}')) == "200"
     assert outcome(Reply(200, b"{}")) == "bad response"
     assert outcome(Reply(429, b'{"detail": "busy"}')) == "429"
+
+
+def test_a_level_repr_stays_short():
+    lv = Level("open", rate=20, samples=[Sample(0.0, 0.01, "200", 1)] * 10_000, elapsed=2.5)
+    assert repr(lv) == "Level(open 20 req/s, 10000 samples, 2.500 s)"
