@@ -17,9 +17,9 @@ validation sentences for translation (--data-dir, default ../shared/data when it
 ./data), or from --texts-file (one text a line, or JSON lines with a "text" field; .gz/.xz ok).
 
 Warm-up requests (--warmup S) are sent but not measured. Latency percentiles are over successful
-requests; every failure is counted by HTTP status (or timeout / connection / dropped). The
-server's /metrics, read as each measured window opens and closes, add its side of the window:
-mean batch size, queue wait and inference time per batch, and tokens/s. With
+requests; every failure is counted by HTTP status (or timeout / connection / bad response /
+dropped). The server's /metrics, read as each measured window opens and closes, add its side of
+the window: mean batch size, queue wait and inference time per batch, and tokens/s. With
 --slo-p99-ms the report gives a verdict (p99 within the bound and error rate at most
 --slo-max-error-rate) and the exit status is 1 when any measured level misses it.
 
