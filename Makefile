@@ -10,8 +10,10 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 .PHONY: install lock serve test lint format train-sentiment export-sentiment train-translation train-baseline \
         export-translation bench clean
 
-# Stamps: serving needs only the runtime dependencies; tests and training add the extras (torch).
+# Stamps: serving needs only the runtime dependencies; load testing adds httpx (the loadgen
+# extra); tests and training add the other extras (torch).
 RUNTIME := $(VENV)/.runtime-installed
+LOADGEN := $(VENV)/.loadgen-installed
 FULL := $(VENV)/.full-installed
 # Pinned runtime dependencies, made by `make lock` from pyproject.toml (deploy/requirements/README.md).
 # The venv installs under them as constraints, so the suite runs the versions the images ship.
@@ -26,9 +28,13 @@ $(RUNTIME): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install -c $(LOCK) -e .
 	touch $@
 
+$(LOADGEN): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -c $(LOCK) -e '.[loadgen]'
+	touch $@ $(RUNTIME)
+
 $(FULL): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install -c $(LOCK) -e '.[train,dev]'
-	touch $@ $(RUNTIME)
+	touch $@ $(RUNTIME) $(LOADGEN)
 
 install: $(FULL)  ## create .venv and install the project with its extras (train, dev)
 
@@ -54,12 +60,12 @@ test: $(FULL)  ## the whole suite (unit + integration, real server over HTTP)
 	$(BIN)/python -m pytest -q
 
 lint: $(FULL)
-	$(BIN)/ruff check service training tests bench
-	$(BIN)/ruff format --check service training tests bench
+	$(BIN)/ruff check service training loadgen tests bench
+	$(BIN)/ruff format --check service training loadgen tests bench
 
 format: $(FULL)
-	$(BIN)/ruff format service training tests bench
-	$(BIN)/ruff check --fix service training tests bench
+	$(BIN)/ruff format service training loadgen tests bench
+	$(BIN)/ruff check --fix service training loadgen tests bench
 
 # Word vectors on the corpus's training text, then the classifier (resumes), then the verified export.
 # REFERENCE=models-dir/sentiment puts a previous model beside the new one in the card.
@@ -109,14 +115,14 @@ image-gpu:  ## build the CUDA image rnn-serve:gpu (onnxruntime-gpu, --device cud
 smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifacts, SMOKE_PORT=18080)
 	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
 
-loadtest: $(RUNTIME)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
-	$(BIN)/python -m service.loadtest --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
+loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
+	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
 	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)
 
 BENCH_FLAGS ?=
 
 bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX (BENCH_FLAGS="--quick", "--models-dir DIR")
-	$(BIN)/python bench/serving.py $(DATA_FLAG) $(BENCH_FLAGS)
+	$(BIN)/python -m bench.serving $(DATA_FLAG) $(BENCH_FLAGS)
 
 # Reliability (README: Reliability). The test suite fuzzes 150 examples per endpoint and mode; this, thousands.
 FUZZ_EXAMPLES ?= 2500
@@ -128,7 +134,7 @@ fuzz: $(FULL)  ## schemathesis against a real server's /openapi.json: FUZZ_EXAMP
 	RNNSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 3600 tests/test_reliability_fuzz.py
 
 soak: $(FULL)  ## 10 minutes at 70% of measured capacity on the shipped models (SOAK_FLAGS="--duration 60", "--models-dir DIR")
-	$(BIN)/python bench/soak.py $(DATA_FLAG) $(SOAK_FLAGS)
+	$(BIN)/python -m bench.soak $(DATA_FLAG) $(SOAK_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

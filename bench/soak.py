@@ -15,6 +15,12 @@
 
 Prints a per-minute table and the verdict, writes --out (bench/results/soak.json) and a PNG of
 latency and RSS over time beside it; exit status 1 when the verdict fails.
+
+The load goes through the load engine (loadgen.engine: a closed loop for the capacity, then one
+open-loop level per endpoint side by side) over its raw transport, the least client CPU; an open
+loop holding more than 512 requests in flight counts the next ones as "dropped" (errors).
+
+    python -m bench.soak --duration 60       # make soak SOAK_FLAGS="--duration 60"
 """
 
 from __future__ import annotations
@@ -30,127 +36,49 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/serving.py: server process, data, HTTP client
-from serving import (
-    ROOT,
-    ServerProcess,
-    _encode,
-    _read_response,
-    default_data_dir,
-    imdb_reviews,
-    multi30k_sentences,
-)
-
-from bench.proctree import tree_rss_mb  # serving put the project root on sys.path
+from bench.inputs import default_data_dir, imdb_reviews, multi30k_sentences
+from bench.proctree import tree_rss_mb
+from bench.server import ROOT, ServerProcess
+from loadgen.engine import Level, Request, Requests, run_level
+from loadgen.stats import percentile
+from loadgen.transport import RawTransport
 
 MAX_RSS_GROWTH, MAX_P99_RATIO, P99_SLACK_MS = 0.05, 1.5, 10.0
 
-
-# ---------------------------------------------------------------------------------------------
-# The server's memory
+Stream = tuple[str, list[bytes], float]  # path, bodies (sent in turn), requests per second
 
 
 # ---------------------------------------------------------------------------------------------
-# Load: keep-alive connections from a pool, as few client cycles as possible
+# Load
 
 
-class Pool:
-    """Keep-alive connections, most recently used first. A connection idle for longer than
-    MAX_IDLE is closed rather than reused: the server closes idle ones after 5 s (uvicorn's
-    keep-alive timeout), and a request sent on one it is closing would be lost to the client's
-    race, not to the server."""
-
-    MAX_IDLE = 3.0
-
-    def __init__(self, port: int, timeout: float = 60):
-        self.port, self.timeout = port, timeout
-        self.idle: collections.deque = collections.deque()  # (reader, writer, idle since)
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        now = time.monotonic()
-        while self.idle and now - self.idle[0][2] > self.MAX_IDLE:  # the oldest first
-            self.idle.popleft()[1].close()
-        if self.idle:
-            reader, writer, _ = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            writer.write(_encode("POST", path, body))
-            status, data = await asyncio.wait_for(_read_response(reader), self.timeout)
-        except BaseException:
-            writer.close()
-            raise
-        self.idle.append((reader, writer, time.monotonic()))
-        return status, data
-
-    def close(self) -> None:
-        while self.idle:
-            self.idle.pop()[1].close()
+def _cycle(path: str, bodies: list[bytes]) -> Requests:
+    """The i-th request sends body i, round the list."""
+    return lambda i: Request(path, bodies[i % len(bodies)])
 
 
-def _ok(status: int, data: bytes) -> bool:
-    return status == 200 and data.count(b'"results"') == 1
-
-
-async def capacity(port: int, path: str, bodies: list[bytes], concurrency: int, warmup: float, seconds: float) -> float:
+async def capacity(url: str, path: str, bodies: list[bytes], concurrency: int, warmup: float, seconds: float) -> float:
     """Requests per second answered by `concurrency` closed-loop callers over `seconds` (after `warmup`)."""
-    pool = Pool(port)
-    done, t_measure = 0, time.monotonic() + warmup
-    t_end = t_measure + seconds
-
-    async def caller(k: int) -> None:
-        nonlocal done
-        while time.monotonic() < t_end:
-            status, data = await pool.post(path, bodies[k % len(bodies)])
-            if not _ok(status, data):
-                raise RuntimeError(f"capacity run: {status} {data[:200]!r}")
-            done += time.monotonic() >= t_measure
-            k += concurrency
-
-    await asyncio.gather(*(caller(k) for k in range(concurrency)))
-    pool.close()
-    return done / seconds
+    async with RawTransport(url) as t:
+        level = await run_level(
+            t, _cycle(path, bodies), Level("closed", concurrency=concurrency), warmup=warmup, duration=seconds
+        )
+    failed = collections.Counter(s.status for s in level.samples if s.status != "200")
+    if failed:
+        raise RuntimeError(f"capacity run: {sum(failed.values())} of {len(level.samples)} requests failed: {failed}")
+    return len(level.samples) / seconds
 
 
 async def soak(
-    port: int,
-    pid: int,
-    streams: dict[str, tuple[str, list[bytes], float]],
-    warmup: float,
-    duration: float,
-    progress: bool,
+    url: str, pid: int, streams: dict[str, Stream], warmup: float, duration: float, progress: bool
 ) -> dict[str, Any]:
-    """Open loop: for each endpoint, requests at its rate for warmup + duration seconds."""
-    pool = Pool(port)
+    """Open loop: for each endpoint, requests at its rate for warmup + duration seconds; the
+    server's resident memory every second."""
     loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.5
+    levels = {ep: Level("open", rate=rate) for ep, (_, _, rate) in streams.items()}
+    t0 = loop.time()
     t_measure, t_end = t0 + warmup, t0 + warmup + duration
-    samples: list[tuple[str, float, float, str]] = []  # endpoint, scheduled (s since measuring), latency s, status
     rss: list[tuple[float, float]] = []
-    tasks: set[asyncio.Task] = set()
-
-    async def one(endpoint: str, path: str, body: bytes, t_sched: float) -> None:
-        try:
-            status, data = await pool.post(path, body)
-            outcome = "200" if _ok(status, data) else str(status)
-        except asyncio.TimeoutError:
-            outcome = "timeout"
-        except (OSError, EOFError) as e:  # refused, reset, closed before the answer
-            outcome = type(e).__name__
-        if t_sched >= t_measure:
-            samples.append((endpoint, t_sched - t_measure, loop.time() - t_sched, outcome))
-
-    async def arrivals(endpoint: str, path: str, bodies: list[bytes], rate: float) -> None:
-        k, t_next = 0, t0
-        while t_next < t_end:
-            delay = t_next - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(endpoint, path, bodies[k % len(bodies)], t_next))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            k += 1
-            t_next += 1.0 / rate
 
     async def sample_memory() -> None:
         while loop.time() < t_end:
@@ -158,37 +86,30 @@ async def soak(
             if now >= t_measure:
                 rss.append((now - t_measure, tree_rss_mb(pid)))
             if progress and now >= t_measure and int(now - t_measure) % 30 == 0 and rss:
-                errors = sum(1 for s in samples if s[3] != "200")
+                done = [s for lv in levels.values() for s in lv.samples]
+                errors = sum(1 for s in done if s.status != "200")
                 print(
-                    f"  {now - t_measure:5.0f} s  {len(samples)} requests  {errors} errors  RSS {rss[-1][1]:.0f} MB",
+                    f"  {now - t_measure:5.0f} s  {len(done)} requests  {errors} errors  RSS {rss[-1][1]:.0f} MB",
                     file=sys.stderr,
                     flush=True,
                 )
             await asyncio.sleep(1.0 - (loop.time() - t0) % 1.0)
 
-    await asyncio.gather(sample_memory(), *(arrivals(ep, p, b, r) for ep, (p, b, r) in streams.items()))
-    while tasks:
-        await asyncio.gather(*list(tasks))
-    pool.close()
+    async with RawTransport(url) as t:
+        await asyncio.gather(
+            sample_memory(),
+            *(
+                run_level(t, _cycle(path, bodies), levels[ep], warmup=warmup, duration=duration)
+                for ep, (path, bodies, _) in streams.items()
+            ),
+        )
+    # endpoint, scheduled send (s since measuring began), latency s, status
+    samples = [(ep, s.start, s.latency, s.status) for ep, lv in levels.items() for s in lv.samples]
     return {"samples": samples, "rss": rss}
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
-def median(values: list[float]) -> float:
-    return pct(values, 50)
 
 
 def minutes(samples: list[tuple], rss: list[tuple[float, float]], duration: float) -> list[dict[str, Any]]:
@@ -203,15 +124,15 @@ def minutes(samples: list[tuple], rss: list[tuple[float, float]], duration: floa
             "requests": len(ss),
             "req_per_s": round(len(ss) / (hi - lo), 1),
             "errors": len(ss) - len(ok),
-            "p50_ms": round(pct(ok, 50), 1),
-            "p99_ms": round(pct(ok, 99), 1),
+            "p50_ms": round(percentile(ok, 50), 1),
+            "p99_ms": round(percentile(ok, 99), 1),
             "max_ms": round(max(ok), 1) if ok else None,
-            "rss_mb_median": round(median(mem), 1),
+            "rss_mb_median": round(percentile(mem, 50), 1),
             "rss_mb_max": round(max(mem), 1) if mem else None,
         }
         for endpoint in sorted({s[0] for s in samples}):
             row[f"{endpoint}_p99_ms"] = round(
-                pct([s[2] * 1000 for s in ss if s[0] == endpoint and s[3] == "200"], 99), 1
+                percentile([s[2] * 1000 for s in ss if s[0] == endpoint and s[3] == "200"], 99), 1
             )
         rows.append(row)
     return rows
@@ -261,14 +182,14 @@ def plot(
         xs = sorted(per_10s)
         ax1.plot(
             [10 * x + 5 for x in xs],
-            [pct(per_10s[x], 99) for x in xs],
+            [percentile(per_10s[x], 99) for x in xs],
             lw=1.8,
             color=dark,
             label=f"{endpoint} p99 per 10 s",
         )
         ax1.plot(
             [10 * x + 5 for x in xs],
-            [pct(per_10s[x], 50) for x in xs],
+            [percentile(per_10s[x], 50) for x in xs],
             lw=1.5,
             ls="--",
             color=dark,
@@ -298,7 +219,7 @@ def plot(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="bench/soak.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")
     p.add_argument("--data-dir", type=Path, default=None)
@@ -346,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server healthy after {time.monotonic() - t:.1f} s (port {srv.port}); endpoints: {', '.join(endpoints)}")
         caps = {}
         for ep, (path, bodies) in endpoints.items():
-            caps[ep] = asyncio.run(capacity(srv.port, path, bodies, args.concurrency, 5, args.capacity_seconds))
+            caps[ep] = asyncio.run(capacity(srv.url, path, bodies, args.concurrency, 5, args.capacity_seconds))
             print(
                 f"capacity {ep}: {caps[ep]:.1f} req/s (closed loop, {args.concurrency} callers, {args.capacity_seconds:g} s)"
             )
@@ -358,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             + f" ({args.fraction:.0%} of capacity) for {args.duration:g} s after {args.warmup:g} s of warm-up"
         )
         t_start = time.time()
-        res = asyncio.run(soak(srv.port, srv.proc.pid, streams, args.warmup, args.duration, not args.quiet))
+        res = asyncio.run(soak(srv.url, srv.proc.pid, streams, args.warmup, args.duration, not args.quiet))
         alive = srv.proc.poll() is None
     finally:
         srv.stop()

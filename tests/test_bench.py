@@ -1,4 +1,4 @@
-"""bench/serving.py (`make bench`) runs end to end on the tiny models: two real servers, real
+"""python -m bench.serving (`make bench`) runs end to end on the tiny models: two real servers, real
 load, the raw in-process comparison, and a report whose ratios are computed from what it measured."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
     out = tmp_path / "bench"
     cmd = [
         sys.executable,
-        "bench/serving.py",
+        "-m",
+        "bench.serving",
         "--models-dir",
         str(models_dir),
         "--data-dir",
@@ -53,3 +54,51 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
     assert report["details"]["raw"]["sentiment_file"] == served["file"]
     assert (out / "serving.png").stat().st_size > 5000
     assert "batching" in r.stdout and "served / raw" in r.stdout
+
+
+@pytest.mark.slow
+def test_soak_runs_and_judges_what_it_measured(models_dir, data_dir, tmp_path):
+    """python -m bench.soak (`make soak`), a few seconds long: capacity, the open-loop soak on
+    both endpoints at once through the load engine, the per-minute table and the verdict."""
+    out = tmp_path / "soak.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.soak",
+        "--models-dir",
+        str(models_dir),
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--duration",
+        "4",
+        "--warmup",
+        "1",
+        "--capacity-seconds",
+        "2",
+        "--concurrency",
+        "4",
+        "--fraction",
+        "0.3",
+        "--quiet",
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]  # 1: a verdict failed (a busy machine)
+    report = json.loads(out.read_text())
+    caps, offered = report["capacity_req_per_s"], report["offered_req_per_s"]
+    assert set(caps) == set(offered) == {"sentiment", "translate"}
+    for ep in caps:
+        assert caps[ep] > 0 and offered[ep] == pytest.approx(0.3 / 2 * caps[ep], rel=0.01)
+    (minute,) = report["minutes"]  # four measured seconds: one (partial) minute
+    # the open loop keeps its schedule: every request of the window, answered or not, is counted
+    expected = 4 * sum(offered.values())
+    assert report["requests"] == minute["requests"] and abs(minute["requests"] - expected) <= 3
+    assert minute["p50_ms"] <= minute["p99_ms"] <= minute["max_ms"]
+    v = report["verdict"]
+    assert v["errors"] == {} and v["checks"]["zero_errors"]
+    assert set(v["p99"]) == {"sentiment", "translate"} and v["p99"]["sentiment"]["ratio"] == 1.0
+    assert v["pass"] == all(v["checks"].values()) == (r.returncode == 0)
+    assert len(report["rss_mb_per_second"]) >= 3 and all(mb > 50 for _, mb in report["rss_mb_per_second"])
+    assert out.with_suffix(".png").stat().st_size > 5000
+    assert "verdict:" in r.stdout and "capacity sentiment" in r.stdout

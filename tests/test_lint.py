@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ["service", "training", "tests", "bench"]
+PATHS = ["service", "training", "loadgen", "tests", "bench"]
 
 
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["ruff-check", "ruff-format"])

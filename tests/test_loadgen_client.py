@@ -1,4 +1,4 @@
-"""The typed client (service/client.py) against the real server over HTTP."""
+"""The typed client (loadgen/client.py) against the real server over HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from service.client import APIError, AsyncClient, Client
+from loadgen.client import APIError, AsyncClient, Client
 from service.schemas import SentimentRequest, SentimentResponse, TranslateRequest, TranslateResponse
 from tests.conftest import free_port
 

@@ -1,17 +1,15 @@
-"""The load-test tool: its data readers and statistics, and short real runs against the test server."""
+"""`python -m loadgen` (loadgen/__main__.py): short real runs against the test server, and its arguments."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import lzma
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from service import loadtest as lt
+from loadgen import __main__ as lt
 from tests.conftest import ROOT, free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -26,84 +24,6 @@ def _assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG
 
 
-# ----------------------------------------------------------------------------- readers and statistics
-
-
-def test_dataset_readers_sample_real_file_formats(data_dir):
-    imdb = lt.dataset_file("sentiment", data_dir)
-    assert imdb.name == "imdb_test.jsonl.xz"
-    with lzma.open(imdb, "rt") as f:
-        rows = [json.loads(line) for line in f]
-    texts = lt.load_texts(imdb, limit=50, seed=1)
-    assert len(texts) == 50 and set(texts) <= {r["text"] for r in rows}
-    labels = {r["text"]: r["label"] for r in rows}
-    assert {labels[t] for t in texts} == {0, 1}  # a sample of the whole file, not its (sorted) head
-    assert lt.load_texts(imdb, limit=50, seed=1) == texts  # seeded
-
-    m30k = lt.dataset_file("translate", data_dir, "en")
-    assert m30k.name == "val.en.gz"
-    with gzip.open(m30k, "rt") as f:
-        lines = {line.strip() for line in f}
-    assert set(lt.load_texts(m30k, limit=10)) <= lines
-    assert all(len(t) <= 30 for t in lt.load_texts(m30k, max_chars=30))
-
-    with pytest.raises(lt.LoadTestError, match="pass --data-dir or --texts-file"):
-        lt.dataset_file("translate", data_dir, "cs")
-
-
-def test_texts_file_plain_or_json_lines(tmp_path):
-    plain = tmp_path / "texts.txt"
-    plain.write_text("first review\n\n  second review  \n")
-    assert sorted(lt.load_texts(plain)) == ["first review", "second review"]
-    jl = tmp_path / "texts.jsonl.gz"
-    with gzip.open(jl, "wt") as f:
-        f.write('{"text": "from json", "label": 1}\n{"id": 3}\n')
-    assert sorted(lt.load_texts(jl)) == ["from json", '{"id": 3}']  # no text field: the line itself
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n \n")
-    with pytest.raises(lt.LoadTestError, match="no usable text"):
-        lt.load_texts(empty)
-
-
-def test_summary_percentiles_errors_and_slo():
-    lv = lt.Level("closed", concurrency=4, elapsed=2.0)
-    lv.samples = [lt.Sample(i * 0.02, (i + 1) / 1000, "200", 2) for i in range(100)]  # 1..100 ms
-    lv.samples += [lt.Sample(1.0, 0.001, "429", 0), lt.Sample(1.1, 0.001, "429", 0), lt.Sample(1.2, 5.0, "timeout", 0)]
-    r = lt.summarize(lv, slo_p99_ms=50, slo_max_error_rate=0.01)
-    assert (r["requests"], r["ok"]) == (103, 100)
-    assert r["errors"] == {"429": 2, "timeout": 1}
-    assert r["throughput_rps"] == 50.0 and r["texts_per_s"] == 100.0
-    lat = r["latency_ms"]
-    assert lat["min"] == 1.0 and lat["max"] == 100.0
-    assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)
-    assert not r["slo"]["pass"] and len(r["slo"]["reasons"]) == 2  # p99 and error rate
-
-    good = lt.summarize(lv, slo_p99_ms=200, slo_max_error_rate=0.05)
-    assert good["slo"]["pass"]
-    v = lt.verdict([r, good], 200)
-    assert v["pass"] is False and v["levels_within_slo"] == ["c=4"]
-    assert lt.verdict([good], None) is None
-
-
-def test_server_view_from_two_metrics_snapshots():
-    def exposition(n: int, batches: int, wait: float, tokens: int) -> str:
-        return (
-            f'rnnserve_batch_size_requests_sum{{endpoint="sentiment"}} {n}\n'
-            f'rnnserve_batch_size_requests_count{{endpoint="sentiment"}} {batches}\n'
-            f'rnnserve_batch_size_requests_count{{endpoint="translate"}} 999\n'
-            f'rnnserve_queue_wait_seconds_sum{{endpoint="sentiment"}} {wait}\n'
-            f'rnnserve_queue_wait_seconds_count{{endpoint="sentiment"}} {n}\n'
-            f'rnnserve_tokens_total{{endpoint="sentiment",kind="input"}} {tokens}\n'
-        )
-
-    before = lt.endpoint_totals(exposition(10, 10, 0.5, 1000), "sentiment")
-    assert before["rnnserve_batch_size_requests_count"] == 10 and before["tokens_input"] == 1000
-    after = lt.endpoint_totals(exposition(110, 35, 2.5, 5000), "sentiment")
-    view = lt.server_view(before, after, elapsed=2.0)
-    assert view == {"mean_batch_size": 4.0, "mean_queue_wait_ms": 20.0, "tokens_input_per_s": 2000.0}
-    assert lt.server_view(after, after, elapsed=2.0) == {"tokens_input_per_s": 0.0}
-
-
 # ----------------------------------------------------------------------------- real runs
 
 
@@ -113,7 +33,7 @@ def test_closed_loop_cli_against_the_server(server, data_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "service.loadtest",
+            "loadgen",
             "--url",
             server.url,
             "--endpoint",
@@ -201,10 +121,13 @@ def test_translate_sweep_plots_and_slo_miss(server, data_dir, tmp_path):
         _assert_png(tmp_path / name)
 
 
-def test_open_loop_keeps_the_arrival_rate(server, data_dir, tmp_path):
+@pytest.mark.parametrize("transport", ["httpx", "raw"])
+def test_open_loop_keeps_the_arrival_rate(server, data_dir, tmp_path, transport):
     out = tmp_path / "open.json"
     code = lt.main(
         [
+            "--transport",
+            transport,
             "--url",
             server.url,
             "--endpoint",
@@ -229,14 +152,18 @@ def test_open_loop_keeps_the_arrival_rate(server, data_dir, tmp_path):
     assert 39 <= run["requests"] <= 41  # 2 s at 20 req/s, scheduled, not paced by answers
     assert run["ok"] == run["requests"]
     assert _report(out)["plots"] == {}
+    assert _report(out)["config"]["transport"] == transport
 
 
-def test_errors_are_counted_by_status(server, tmp_path):
+@pytest.mark.parametrize("transport", ["httpx", "raw"])
+def test_errors_are_counted_by_status(server, tmp_path, transport):
     texts = tmp_path / "texts.txt"
     texts.write_text("A dog runs in the park.\nA man sits.\n")
     out = tmp_path / "errors.json"
     code = lt.main(
         [
+            "--transport",
+            transport,
             "--url",
             server.url,
             "--endpoint",
@@ -246,7 +173,7 @@ def test_errors_are_counted_by_status(server, tmp_path):
             "--concurrency",
             "2",
             "--duration",
-            "1",
+            "60",  # --max-requests ends the level, not the clock (a busy machine is slow)
             "--warmup",
             "0",
             "--max-requests",
@@ -286,7 +213,18 @@ def test_unreachable_server_and_bad_arguments(tmp_path, capsys):
         ]
     )
     assert code == 2 and "is not serving" in capsys.readouterr().err
+    base = ["--endpoint", "sentiment", "--out", "x.json"]
+    assert lt.parse_args(base).transport == "raw"  # the default URL is plain http: the light client
+    assert lt.parse_args([*base, "--url", "https://example.org"]).transport == "httpx"
+    assert lt.parse_args([*base, "--transport", "httpx"]).transport == "httpx"
     assert not (tmp_path / "x.json").exists()
-    for bad in (["--concurrency", "2", "--sweep", "1,2"], ["--sweep", "1,x"], ["--rate", "0"], ["--duration", "0"]):
+    for bad in (
+        ["--concurrency", "2", "--sweep", "1,2"],
+        ["--sweep", "1,x"],
+        ["--rate", "0"],
+        ["--duration", "0"],
+        ["--transport", "raw", "--url", "https://example.org"],
+        ["--transport", "h2"],
+    ):
         with pytest.raises(SystemExit):
             lt.parse_args(["--endpoint", "sentiment", "--out", "x.json", *bad])

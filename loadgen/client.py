@@ -1,6 +1,6 @@
 """Typed HTTP client for rnn-serve, sync and async (httpx).
 
-    from service.client import Client, APIError
+    from loadgen.client import Client, APIError
     with Client("http://127.0.0.1:8000", api_key=None) as c:
         c.sentiment(["A wonderful film."]).results[0].label         # 'positive'
         c.translate(["A dog runs in the park."], target_lang="de").results[0].translation

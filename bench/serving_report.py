@@ -1,0 +1,95 @@
+"""The serving benchmark's report: one summary row per endpoint (the ratios computed from what
+was measured), the markdown table `python -m bench.serving` prints, and its plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TARGET_BATCHING, TARGET_RAW = 3.0, 0.70  # batching >= 3x, served >= 70% of raw
+
+
+def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for ep in ("sentiment", "translate"):
+        b, u, r, r1 = (res[k].get(ep) for k in ("batched", "unbatched", "raw", "raw_single"))
+        if not (b and u and r and r1):
+            continue
+        rows.append(
+            {
+                "endpoint": ep,
+                "concurrency": b["concurrency"],
+                "requests": b["requests"],
+                "batched_rps": b["throughput"],
+                "unbatched_rps": u["throughput"],
+                "raw_rps": r["throughput"],
+                "raw_single_rps": r1["throughput"],
+                "raw_batch": r["batch"],
+                "batched_p50_ms": b["p50_ms"],
+                "batched_p99_ms": b["p99_ms"],
+                "unbatched_p50_ms": u["p50_ms"],
+                "unbatched_p99_ms": u["p99_ms"],
+                "mean_batch": b["mean_batch_requests"],
+                "batched_cpu_ms": b["server_cpu_ms_per_request"],
+                "unbatched_cpu_ms": u["server_cpu_ms_per_request"],
+                "batched_client_cpu_ms": b["client_cpu_ms_per_request"],
+                "batching_speedup": b["throughput"] / u["throughput"],
+                "raw_batching_speedup": r["throughput"] / r1["throughput"],
+                "served_over_raw": b["throughput"] / r["throughput"],
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| endpoint | conc. | batched req/s | batch size 1 req/s | **batching ×** | raw req/s | **served / raw** | "
+        "p50 / p99 ms batched | p50 / p99 ms batch size 1 | mean batch | raw batching × (ceiling) | "
+        "server CPU ms/req batched / size 1 |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ok_b = "✓" if r["batching_speedup"] >= TARGET_BATCHING else "✗"
+        ok_r = "✓" if r["served_over_raw"] >= TARGET_RAW else "✗"
+        lines.append(
+            f"| {r['endpoint']} | {r['concurrency']} | {r['batched_rps']:.1f} | {r['unbatched_rps']:.1f} | "
+            f"**{r['batching_speedup']:.2f}×** {ok_b} | {r['raw_rps']:.1f} | **{r['served_over_raw']:.0%}** {ok_r} | "
+            f"{r['batched_p50_ms']:.0f} / {r['batched_p99_ms']:.0f} | "
+            f"{r['unbatched_p50_ms']:.0f} / {r['unbatched_p99_ms']:.0f} | {r['mean_batch']:.1f} | "
+            f"{r['raw_batching_speedup']:.2f}× ({r['raw_batch']} vs 1) | "
+            f"{r['batched_cpu_ms']:.2f} / {r['unbatched_cpu_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.4 * len(rows)), squeeze=False)
+    for k, r in enumerate(rows):
+        ax = axes[k][0]
+        names = ["raw, batches\n(no HTTP)", "served\nbatched", "raw, one\nper call", "served\nbatch size 1"]
+        vals = [r["raw_rps"], r["batched_rps"], r["raw_single_rps"], r["unbatched_rps"]]
+        bars = ax.bar(names, vals, color=["#999999", "#2b6cb0", "#cccccc", "#c05621"])
+        ax.bar_label(bars, fmt="%.0f")
+        ax.set_title(
+            f"{r['endpoint']}: throughput (c={r['concurrency']})\n"
+            f"batching {r['batching_speedup']:.1f}×, served {r['served_over_raw']:.0%} of raw"
+        )
+        ax.set_ylabel("requests / s")
+        ax.margins(y=0.15)
+        ax = axes[k][1]
+        x = [0, 1]
+        ax.bar([i - 0.2 for i in x], [r["batched_p50_ms"], r["unbatched_p50_ms"]], 0.4, label="p50", color="#2b6cb0")
+        ax.bar([i + 0.2 for i in x], [r["batched_p99_ms"], r["unbatched_p99_ms"]], 0.4, label="p99", color="#90cdf4")
+        ax.set_xticks(x, ["batched", "batch size 1"])
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{r['endpoint']}: latency")
+        ax.legend()
+    fig.suptitle(title, fontsize=8, wrap=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
