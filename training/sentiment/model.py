@@ -25,7 +25,7 @@ class SentimentConfig:
     embed_dim: int = 128
     hidden_dim: int = 128  # per direction
     cell: str = "lstm"  # "lstm" or "gru"
-    pooling: str = "attention"  # one of POOLINGS, chosen by validation: reports/sentiment-pooling, README
+    pooling: str = "attention"  # one of POOLINGS, chosen by validation (docs/history.md: IMDB, then the mixture)
     embed_dropout: float = 0.3  # dropout on embeddings: the model's main regularizer
     dropout: float = 0.5  # before the classifier
     num_classes: int = 2

@@ -50,7 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip_norm: float = 1.0  # LSTMs explode now and then; clip the global gradient norm
     label_smoothing: float = 0.1  # on NOISY_DOMAINS only
-    patience: int = 2  # epochs without validation improvement before stopping
+    patience: int = 5  # epochs without validation improvement before stopping: with 5 cosine epochs, none
     seed: int = 13
     limit: int = 0  # keep only this many train texts per domain (tests, smoke runs); 0 = all
     vectors: str = ""  # word2vec file (training.sentiment.vectors) to initialize embeddings; "" = random

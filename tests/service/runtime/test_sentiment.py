@@ -18,6 +18,7 @@ import pytest
 
 from service.runtime.artifacts import ArtifactError
 from service.runtime.sentiment import INT8_FILE, INT8_GOLDEN_ATOL, MODEL_FILE, SentimentModel
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -129,13 +130,14 @@ def test_server_refuses_int8_without_a_variant_at_start_up(start_server):
 # as close to fp32 as it was measured to be, within the gate it shipped under. The data comes from
 # ../shared/data (CI has it beside the clone); without it, these skip and the run's summary says so.
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models"  # the repository's own
-# Measured on 2026-12-02 on the shipped artifacts: of the 2,500 IMDB validation reviews 3 change label
-# (0.12%) and no probability moves by more than 0.033 (in process); served as below, 87.0% (en-de) and
-# 94.3% (en-fr) of the first 300 Multi30k val captions translate word for word the same (whole split,
-# in process: 88.7%, 94.8%). The bounds leave room for another CPU's int8 kernels, not another model.
+SHIPPED = ROOT / "models"  # the repository's own
+# Measured on 2026-12-02 on the shipped artifacts. Sentiment (the multi-domain model), in process, 64
+# texts a call: of the 14,105 pooled validation texts 23 change label (0.16%) and no probability moves
+# by more than 0.048. Translation, served as below: 87.0% (en-de) and 94.3% (en-fr) of the first 300
+# Multi30k val captions translate word for word the same (whole split, in process: 88.7%, 94.8%).
+# The bounds leave room for another CPU's int8 kernels and other batches, not for another model.
 MAX_LABEL_FLIPS = 0.0025  # fraction of reviews
-MAX_PROBABILITY_SHIFT = 0.05
+MAX_PROBABILITY_SHIFT = 0.07
 CAPTIONS = 300  # translated by each precision, per pair
 MIN_IDENTICAL_TRANSLATIONS = {"en-de": 0.84, "en-fr": 0.91}
 
