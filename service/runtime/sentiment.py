@@ -14,7 +14,7 @@ import numpy as np
 
 from service.runtime.artifacts import ArtifactError, load_metadata
 from service.runtime.providers import CUDA, INT8_ATOL, Device, Precision, create_session, may_run_on_cuda
-from service.runtime.text import PAD_ID, Vocab, tokenize, truncate_head_tail
+from service.runtime.text import PAD_ID, Vocab, encode_tokens, tokenize
 
 MODEL_FILE, INT8_FILE, VOCAB_FILE = "model.onnx", "model.int8.onnx", "vocab.json"
 INT8_GOLDEN_ATOL = INT8_ATOL  # the int8 model's golden logits
@@ -83,9 +83,7 @@ class SentimentModel:
         self.temperature = float(self.meta.get("temperature", 1.0))
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return Encoded(
-            [truncate_head_tail(self.vocab.encode(tokenize(t)), self.max_len, self.head_len) or [PAD_ID] for t in texts]
-        )
+        return Encoded([encode_tokens(tokenize(t), self.vocab, self.max_len, self.head_len) for t in texts])
 
     def logits(self, enc: Encoded, token_budget: int = 16_384) -> np.ndarray:
         """Logits [N, C] in input order. Sorted by length and cut into sub-batches of at most

@@ -105,3 +105,10 @@ def truncate_head_tail(ids: Sequence[int], max_len: int, head: int) -> list[int]
     if len(ids) <= max_len:
         return list(ids)
     return list(ids[:head]) + list(ids[len(ids) - (max_len - head) :])
+
+
+def encode_tokens(tokens: Sequence[str], vocab: Vocab, max_len: int, head: int) -> list[int]:
+    """A text's tokens as the sentiment model reads them: ids, head and tail kept, never empty.
+
+    The one encoding both the service and training use (an empty text becomes one padding id)."""
+    return truncate_head_tail(vocab.encode(tokens), max_len, head) or [PAD_ID]

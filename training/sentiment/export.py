@@ -166,7 +166,7 @@ def export_sentiment(
         **training_metadata(ck, "best_acc", "best_mean_val_acc_pytorch"),
         "tokenizer": {"module": "service.runtime.text", "vocab_size": len(vocab), "vocab_sha256": vocab.sha256()},
         "data": {
-            "sources": {d: {**SOURCES[d], **corpus.sizes()[d]} for d in corpus.train},
+            "sources": {d: {**SOURCES[d], **n} for d, n in corpus.sizes().items()},
             "validation_split": (
                 "per source: stratified 5% (200 to 1,500 texts), seed 13; SST-2: its dev set as given; "
                 "IMDB: stratified 10% of train, seed 13"

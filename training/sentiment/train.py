@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from service.runtime.text import PAD_ID, Vocab, tokenize, truncate_head_tail
+from service.runtime.text import PAD_ID, Vocab, encode_tokens, tokenize
 from training.data import default_data_dir
 from training.plots import plot_curves
 from training.sentiment.corpus import Corpus, load_corpus
@@ -64,12 +64,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def encode_texts(texts: list[str], vocab: Vocab, cfg: SentimentConfig) -> list[list[int]]:
-    return [truncate_head_tail(vocab.encode(tokenize(t)), cfg.max_len, cfg.head_len) or [PAD_ID] for t in texts]
-
-
 def encode_reviews(reviews: list[Review], vocab: Vocab, cfg: SentimentConfig) -> list[list[int]]:
-    return encode_texts([r.text for r in reviews], vocab, cfg)
+    return [encode_tokens(tokenize(r.text), vocab, cfg.max_len, cfg.head_len) for r in reviews]
 
 
 def make_batch(seqs: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +131,7 @@ def prepare(
     vocab = Vocab.build((t for ts in toks.values() for t in ts), cfg.vocab_size, cfg.min_freq)
 
     def enc(tok_lists: list[list[str]]) -> list[list[int]]:
-        return [truncate_head_tail(vocab.encode(t), cfg.max_len, cfg.head_len) or [PAD_ID] for t in tok_lists]
+        return [encode_tokens(t, vocab, cfg.max_len, cfg.head_len) for t in tok_lists]
 
     train = {d: Encoded(enc(toks[d]), [r.label for r in corpus.train[d]]) for d in corpus.train}
     val = {d: Encoded(encode_reviews(rows, vocab, cfg), [r.label for r in rows]) for d, rows in corpus.val.items()}
@@ -197,9 +193,8 @@ def compose_pairs(
     if not n or not pools[0] or not pools[1]:
         return []
 
-    def words(conj: str) -> list[int]:
-        return vocab.encode(tokenize(conj))
-
+    contrastive = [vocab.encode(tokenize(c)) for c in CONTRASTIVE]
+    juxtaposed = [vocab.encode(tokenize(c)) for c in JUXTAPOSED]
     rows = []
     for k in range(n):
         a_label = rng.randrange(2)
@@ -207,14 +202,15 @@ def compose_pairs(
         while a and a[-1] in end:
             a = a[:-1]
         if k % 2 == 0:
-            rows.append((a + words(rng.choice(CONTRASTIVE)) + b, 1 - a_label, "pairs: contrast", 0.0))
+            rows.append((a + rng.choice(contrastive) + b, 1 - a_label, "pairs: contrast", 0.0))
         else:
-            rows.append((a + words(rng.choice(JUXTAPOSED)) + b, a_label, "pairs: mixed", 1.0))
+            rows.append((a + rng.choice(juxtaposed) + b, a_label, "pairs: mixed", 1.0))
     return rows
 
 
 COPULAS = ("was", "is", "are", "were", "so", "very", "too", "really")  # a word after these is likely an adjective
 NEGATORS = ("not", "it was not", "it's not", "this is not", "that was not", "definitely not", "it is not", "never")
+NEGATION_TAILS = ([], ["at", "all"], ["."], ["at", "all", "."], ["!"])
 
 
 def polar_adjectives(
@@ -261,21 +257,13 @@ def compose_negations(
         return []
     rng = random.Random(f"{seed}-negations-{epoch}")
     words = sorted(lexicon)
+    negators = [vocab.encode(tokenize(t)) for t in NEGATORS]
+    tails = [vocab.encode(t) for t in NEGATION_TAILS]
     rows = []
     for _ in range(n):
         w = rng.choice(words)
-        tail = rng.choice(
-            (
-                [],
-                ["at", "all"],
-                [
-                    ".",
-                ],
-                ["at", "all", "."],
-                ["!"],
-            )
-        )
-        ids = [*vocab.encode(tokenize(rng.choice(NEGATORS))), w, *vocab.encode(tail)]
+        tail = rng.choice(tails)
+        ids = [*rng.choice(negators), w, *tail]
         rows.append((ids, 1 - lexicon[w], "negations", 0.0))
     return rows
 
