@@ -14,11 +14,17 @@ NS = "rnnserve"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-REQUESTS = Counter(f"{NS}_requests_total", "HTTP requests by endpoint and status code", ["endpoint", "status"])
+# protocol: "v1" (the JSON API), "v2" (Open Inference Protocol over HTTP), "grpc" (OIP over gRPC),
+# "http" (everything else over HTTP: /health, /metrics, /docs...). status: the HTTP status code; for
+# gRPC the HTTP code its status maps to (OK 200, INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
+PROTOCOLS = ("v1", "v2", "grpc", "http")
+REQUESTS = Counter(
+    f"{NS}_requests_total", "requests by endpoint, status code and protocol", ["endpoint", "status", "protocol"]
+)
 REQUEST_LATENCY = Histogram(
     f"{NS}_request_duration_seconds",
-    "HTTP request latency, end to end in the server",
-    ["endpoint"],
+    "request latency, end to end in the server",
+    ["endpoint", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge(

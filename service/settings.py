@@ -24,7 +24,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="forbid")
 
     host: str = Field("0.0.0.0", description="interface to bind: 0.0.0.0, 127.0.0.1 or ::")
-    port: int = Field(8000, ge=1024, le=65535, description="port to listen on")
+    port: int = Field(8000, ge=1024, le=65535, description="port to listen on (HTTP: /v1 and the Open Inference Protocol's /v2)")
+    grpc_port: int = Field(
+        8001,
+        description="port for the Open Inference Protocol over gRPC (inference.GRPCInferenceService); 0 = no gRPC",
+    )
     models_dir: Path = Field(
         PROJECT_ROOT / "models", description="folder of model artifacts (default: the shipped models/)"
     )
@@ -78,6 +82,13 @@ class Settings(BaseSettings):
         "info", description="log level (JSON lines on stderr)"
     )
     shutdown_grace: float = Field(20.0, ge=0, description="seconds to finish accepted requests on SIGTERM")
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _grpc_port(cls, v: int) -> int:
+        if v != 0 and not 1024 <= v <= 65535:
+            raise ValueError("grpc_port must be 0 (off) or a port from 1024 to 65535")
+        return v
 
     @field_validator("host")
     @classmethod

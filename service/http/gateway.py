@@ -119,9 +119,10 @@ class Gateway:
                 if endpoint in ("sentiment", "translate")
                 else ("other" if endpoint else path if path in ("/health", "/info", "/metrics") else "other")
             )
-            M.REQUESTS.labels(label, str(state["status"])).inc()
+            protocol = "v1" if endpoint else "http"
+            M.REQUESTS.labels(label, str(state["status"]), protocol).inc()
             if endpoint:
-                M.REQUEST_LATENCY.labels(label).observe(dt)
+                M.REQUEST_LATENCY.labels(label, protocol).observe(dt)
             if path != "/metrics" and path != "/health":
                 shown = path if len(path) <= 200 else f"{path[:200]}...({len(path)} characters)"
                 log.info(
