@@ -30,6 +30,8 @@ class ServerProcess:
     def __init__(self, models_dir: Path, args: list[str], log_dir: Path, name: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # the Open Inference Protocol over gRPC
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_dir / f"server-{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         cmd = [
@@ -42,6 +44,8 @@ class ServerProcess:
             str(self.port),
             "--models-dir",
             str(models_dir),
+            "--grpc-port",
+            str(self.grpc_port),
             "--log-level",
             "warning",
             *args,

@@ -187,7 +187,20 @@ class SentimentResult(BaseModel):
     probabilities: dict[Literal["negative", "positive"], float]
 
 
-class SentimentResponse(BaseModel):
+class _Timed(BaseModel):
+    """Set by the inference worker for the request this answers; private, so never serialized to a
+    client, but pickled with the response to the HTTP process (service.oip.stats)."""
+
+    _queue_ns: int = PrivateAttr(default=0)  # from parsed to its batch starting
+    _infer_ns: int = PrivateAttr(default=0)  # the batch it ran in
+    _first_in_batch: bool = PrivateAttr(default=False)  # first request of its model in that batch
+
+    def timed(self, queue_ns: int, infer_ns: int, first: bool) -> _Timed:
+        self._queue_ns, self._infer_ns, self._first_in_batch = queue_ns, infer_ns, first
+        return self
+
+
+class SentimentResponse(_Timed):
     model: ModelRef
     results: list[SentimentResult]
 
@@ -272,7 +285,7 @@ class TranslateResult(BaseModel):
     alignments: Alignment | None = Field(None, description="when return_alignments is true")
 
 
-class TranslateResponse(BaseModel):
+class TranslateResponse(_Timed):
     model: ModelRef
     results: list[TranslateResult]
 

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="forbid")
 
     host: str = Field("0.0.0.0", description="interface to bind: 0.0.0.0, 127.0.0.1 or ::")
-    port: int = Field(8000, ge=1024, le=65535, description="port to listen on (HTTP: /v1 and the Open Inference Protocol's /v2)")
+    port: int = Field(
+        8000, ge=1024, le=65535, description="port to listen on (HTTP: /v1 and the Open Inference Protocol's /v2)"
+    )
     grpc_port: int = Field(
         8001,
         description="port for the Open Inference Protocol over gRPC (inference.GRPCInferenceService); 0 = no gRPC",
@@ -76,7 +78,8 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="seconds before a queued request gets 504")
     api_key: SecretStr | None = Field(
         None,
-        description="if set, /v1/* requires this key in the X-API-Key header (prefer the RNNSERVE_API_KEY variable)",
+        description="if set, /v1/* and /v2/models/* require this key in the X-API-Key header, gRPC in the x-api-key "
+        "metadata (prefer the RNNSERVE_API_KEY variable)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level (JSON lines on stderr)"

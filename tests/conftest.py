@@ -85,6 +85,9 @@ class Server:
     def __init__(self, models_dir: Path, *args: str, env: dict[str, str] | None = None, log_dir: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # gRPC (the Open Inference Protocol) on a free port of its own, unless the test says otherwise
+        self.grpc_port = int(args[args.index("--grpc-port") + 1]) if "--grpc-port" in args else free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_dir / f"server-{self.port}.log"
         cmd = [
             sys.executable,
@@ -98,6 +101,7 @@ class Server:
             str(models_dir),
             "--device",
             "cpu",
+            *([] if "--grpc-port" in args else ["--grpc-port", str(self.grpc_port)]),
             *args,
         ]
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.http import gateway as gateway_module
+from service import admission as admission_module
 from service.http.gateway import Gateway
 from service.settings import Settings
 from tests.service_http import inference_workers, log_records
@@ -134,16 +134,17 @@ def test_api_key_is_checked_and_never_logged_or_shown(keyed_server):
 
 
 def test_api_key_comparison_is_constant_time(monkeypatch):
-    """Every /v1 request's key goes through hmac.compare_digest, whatever it looks like; nothing
-    compares it with == (which stops at the first differing byte)."""
+    """Every /v1 request's key goes through hmac.compare_digest (in service.admission, which the
+    gateway and gRPC share), whatever it looks like; nothing compares it with == (which stops at
+    the first differing byte)."""
     calls: list[tuple[bytes, bytes]] = []
 
     def spy(a, b):
         calls.append((a, b))
         return hmac_compare(a, b)
 
-    hmac_compare = gateway_module.hmac.compare_digest
-    monkeypatch.setattr(gateway_module.hmac, "compare_digest", spy)
+    hmac_compare = admission_module.hmac.compare_digest
+    monkeypatch.setattr(admission_module.hmac, "compare_digest", spy)
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})

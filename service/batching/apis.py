@@ -39,6 +39,11 @@ from service.schemas import (
 log = logging.getLogger("service.worker")
 
 
+def _queue_ns(request: Any, started: float) -> int:
+    """How long a request waited between being parsed (HTTP process) and its batch starting."""
+    return max(0, int((started - request._received_at) * 1e9))
+
+
 class _Base(ls.LitAPI):
     endpoint = ""
 
@@ -123,7 +128,7 @@ class _Base(ls.LitAPI):
 
     def _observe(self, reqs: list, n_texts: int, started: float) -> None:
         for r in reqs:
-            M.QUEUE_WAIT.labels(self.endpoint).observe(max(0.0, started - r._received_at))
+            M.QUEUE_WAIT.labels(self.endpoint).observe(_queue_ns(r, started) / 1e9)
         M.BATCH_SIZE.labels(self.endpoint).observe(len(reqs))
         M.BATCH_TEXTS.labels(self.endpoint).observe(n_texts)
 
@@ -170,24 +175,25 @@ class SentimentAPI(_Base):
         self._observe(reqs, len(texts), started)
         M.TOKENS.labels(self.endpoint, "input").inc(enc.tokens)
         M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
+        infer_ns = int((time.time() - started) * 1e9)
         out, k = [], 0
         labels = self.model.labels
-        for r in reqs:
-            out.append(
-                [
-                    {
-                        "label": labels[int(p.argmax())],
-                        "score": float(p.max()),
-                        "probabilities": {labels[j]: float(p[j]) for j in range(len(labels))},
-                    }
-                    for p in probs[k : k + len(r.texts)]
-                ]
-            )
+        for i, r in enumerate(reqs):
+            results = [
+                {
+                    "label": labels[int(p.argmax())],
+                    "score": float(p.max()),
+                    "probabilities": {labels[j]: float(p[j]) for j in range(len(labels))},
+                }
+                for p in probs[k : k + len(r.texts)]
+            ]
+            out.append({"results": results, "timing": (_queue_ns(r, started), infer_ns, i == 0)})
             k += len(r.texts)
         return out if isinstance(x, list) else out[0]
 
-    def encode_response(self, output: list[dict]) -> SentimentResponse:
-        return SentimentResponse(model=self.ref, results=[SentimentResult(**o) for o in output])
+    def encode_response(self, output: dict) -> SentimentResponse:
+        response = SentimentResponse(model=self.ref, results=[SentimentResult(**o) for o in output["results"]])
+        return response.timed(*output["timing"])
 
 
 class TranslateAPI(_Base):
@@ -266,12 +272,16 @@ class TranslateAPI(_Base):
                         a["weights"] = np.round(np.asarray(a["weights"], dtype=np.float64), 4).tolist()
                     res.append(item)
                     k += 1
-                out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res}
+                out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res, "first": i == idx[0]}
         self._observe(reqs, n_texts, started)
-        M.INFERENCE_TIME.labels(self.endpoint).observe(time.time() - started)
+        infer_ns = int((time.time() - started) * 1e9)
+        M.INFERENCE_TIME.labels(self.endpoint).observe(infer_ns / 1e9)
+        for r, o in zip(reqs, out):
+            o["timing"] = (_queue_ns(r, started), infer_ns, o.pop("first"))
         return out if isinstance(x, list) else out[0]
 
     def encode_response(self, output: dict) -> TranslateResponse:
-        return TranslateResponse(
+        response = TranslateResponse(
             model=ModelRef(**output["model"]), results=[TranslateResult(**r) for r in output["results"]]
         )
+        return response.timed(*output["timing"])

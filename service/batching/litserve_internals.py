@@ -6,7 +6,8 @@ documented, may change in any release, and is checked by tests/service/batching/
 test_litserve_contract.py, which runs LitServe's own request path next to ours:
 
 - `litserve.server._Server` (uvicorn server class run in the forked HTTP process), replaced by
-  `_HTTPServer` to reset the SIGTERM handler it would inherit from the main process.
+  `_HTTPServer` to reset the SIGTERM handler it would inherit from the main process, and to run
+  `SHUTDOWN_HOOKS` when uvicorn's (public) `Server.shutdown` begins.
 - `litserve.server.configure_logging`, replaced so LitServe's `run()` keeps our JSON log lines.
 - `LitServer._init_manager`: overridden to use the Manager started early (`start_manager`) and
   pipe queues (`batching.queue`, `batching.transport`) instead of Manager proxies; it sets
@@ -28,7 +29,9 @@ test_litserve_contract.py, which runs LitServe's own request path next to ours:
   shutdown and how a loop says it is done (`unpack_request`, used by `batching.loop`).
 - Public LitServer methods overridden here, whose role in `run()` is undocumented:
   `verify_worker_status` (also fail when a worker dies before it reports), `setup_auth` (no
-  per-route dependency), `lifespan` (adds the HTTP process's worker watch).
+  per-route dependency), `lifespan` (adds the HTTP process's worker watch and `http_services`).
+- `LitServer.workers_setup_status` values and `WorkerSetupStatus.READY`: `ready()` reads them as
+  LitServe's /health does (for OIP's ready endpoints).
 
 multiprocessing's private `Queue._reset`, once overridden for the queues, is no longer used:
 `batching.queue` calls the public `cancel_join_thread()` instead.
@@ -53,7 +56,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import litserve as ls
@@ -76,6 +79,11 @@ def install_process_hooks(configure_logging: Callable[..., None]) -> None:
     ls_server._Server = _HTTPServer
 
 
+# Run, in the HTTP process, the moment uvicorn begins its shutdown (SIGTERM), before it drains its
+# own connections: the gRPC server stops taking calls then too (service.oip.grpc).
+SHUTDOWN_HOOKS: list[Callable[[], Awaitable[None]]] = []
+
+
 class _HTTPServer(ls_server._Server):
     """LitServe's uvicorn server, run in the forked HTTP process."""
 
@@ -85,6 +93,15 @@ class _HTTPServer(ls_server._Server):
         # shutdown, which (with the default action) then ends this process.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         super().run(worker_id, sockets)
+
+    async def shutdown(self, sockets=None) -> None:
+        hooks = [asyncio.ensure_future(hook()) for hook in SHUTDOWN_HOOKS]
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            for done in await asyncio.gather(*hooks, return_exceptions=True):
+                if isinstance(done, BaseException):
+                    log.error(f"shutdown hook failed: {done!r}")
 
 
 def unpack_request(item: Any) -> tuple[int, str, float, Any]:
@@ -182,9 +199,23 @@ class Server(ls.LitServer):
         self.uvicorn_graceful_timeout += self.join_slack
         return workers
 
+    def ready(self) -> bool:
+        """What /health means: every inference worker set up, none lost."""
+        status = self.workers_setup_status
+        return (
+            self.state.failure is None and bool(status) and all(v == WorkerSetupStatus.READY for v in status.values())
+        )
+
+    # Started and stopped with the HTTP process (its lifespan): context managers, e.g. the gRPC server.
+    http_services: list[Callable[[], contextlib.AbstractAsyncContextManager]] = []  # noqa: RUF012
+
     @contextlib.asynccontextmanager
-    async def lifespan(self, app):
-        async with super().lifespan(app), watch_workers_from_http_process(self):
+    async def lifespan(self, app) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(super().lifespan(app))
+            await stack.enter_async_context(watch_workers_from_http_process(self))
+            for service in self.http_services:
+                await stack.enter_async_context(service())
             yield
 
     def _register_middleware(self) -> None:

@@ -23,15 +23,18 @@ And for failures and shutdown (tests/test_reliability_faults.py):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import threading
 from pathlib import Path
 
 from service import __version__, logs
+from service.admission import Admission
 from service.batching.apis import SentimentAPI, TranslateAPI
 from service.batching.fast_path import FastPath
-from service.batching.litserve_internals import Server, install_process_hooks
+from service.batching.litserve_internals import SHUTDOWN_HOOKS, Server, install_process_hooks
 from service.batching.watchdog import (
     EXIT_STARTUP_FAILED,
     ExitCode,
@@ -44,26 +47,29 @@ from service.http.errors import add_error_handlers
 from service.http.gateway import Gateway
 from service.http.openapi import describe_routes, serve_docs_offline
 from service.http.operations import add_info_and_metrics
+from service.oip.infer import Inference
+from service.oip.models import Registry
+from service.oip.rest import OipRest
 from service.runtime.artifacts import ArtifactError, find_artifacts, load_metadata
 from service.runtime.providers import CPU, ProviderError, create_session, threads_per_session, workers_per_family
-from service.schemas import SentimentRequest, TranslateRequest
+from service.schemas import Limits, SentimentRequest, TranslateRequest
 from service.settings import Settings
 
 log = logging.getLogger("service")
 
 
-def discover(settings: Settings) -> tuple[bool, list[str]]:
-    """Which model families are present (verifying every artifact's hashes up front)."""
+def discover(settings: Settings) -> tuple[bool, list[str], dict[str, dict]]:
+    """Which model families are present, and every artifact's metadata (hashes verified up front)."""
     arts = find_artifacts(settings.models_dir)
     has_sentiment = "sentiment" in arts
-    pairs = []
+    pairs, metas = [], {}
     for name, folder in arts.items():
-        meta = load_metadata(folder)  # raises ArtifactError naming the bad file
+        metas[name] = meta = load_metadata(folder)  # raises ArtifactError naming the bad file
         if name.startswith("translate-"):
             pairs.append(f"{meta['config']['src_lang']}-{meta['config']['tgt_lang']}")
     if not has_sentiment and not pairs:
         raise ArtifactError(f"no model artifacts under {settings.models_dir} (expected sentiment/ or translate-xx-yy/)")
-    return has_sentiment, sorted(pairs)
+    return has_sentiment, sorted(pairs), metas
 
 
 def check_device(settings: Settings) -> str:
@@ -81,7 +87,7 @@ def check_device(settings: Settings) -> str:
 
 def build(settings: Settings, state_dir: Path, provider: str = CPU) -> Server:
     """The server, for `provider`: the one check_device found (it decides the automatic worker count)."""
-    has_sentiment, pairs = discover(settings)
+    has_sentiment, pairs, metas = discover(settings)
     # auto: one single-threaded worker per core on CPU (providers.workers_per_family has the
     # measurements), one on CUDA; explicit threads / workers win. Each family's workers get all the
     # cores: the two families seldom saturate together.
@@ -122,8 +128,48 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> Server:
     add_info_and_metrics(app, settings, state_dir, pairs, threads, workers)
     add_error_handlers(app, settings.request_timeout)
     fast = FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, settings.request_timeout)
-    app.add_middleware(Gateway, settings=settings, limits=settings.limits(pairs), state=state, fast=fast)
+    # The Open Inference Protocol: /v2 over HTTP (routes here, inference in the gateway) and gRPC,
+    # both onto the same queue as /v1, through the same admission, with statistics of all three.
+    registry = Registry(metas)
+    inference = Inference(registry, fast)
+    fast.observe = inference.observe_v1
+    oip = OipRest(registry, inference, server.ready, settings.max_batch_size)
+    oip.add_routes(app)
+    admission = Admission(settings, state)
+    limits = settings.limits(pairs)
+    app.add_middleware(Gateway, settings=settings, limits=limits, state=state, fast=fast, admission=admission, oip=oip)
+    if settings.grpc_port:
+        server.http_services = [grpc_service(settings, oip, admission, limits)]
     return server
+
+
+def grpc_service(settings: Settings, oip: OipRest, admission: Admission, limits: Limits):
+    """The gRPC server's life in the HTTP process: grpc is imported and the server made only there,
+    after the fork (a gRPC server does not survive one)."""
+
+    @contextlib.asynccontextmanager
+    async def serve():
+        from service.oip.grpc import GrpcServer, Servicer
+
+        grpc_server = GrpcServer(settings, Servicer(oip, admission, limits, settings.request_timeout))
+        await grpc_server.start()
+        SHUTDOWN_HOOKS.append(grpc_server.stop)  # stop taking calls as soon as SIGTERM arrives
+        try:
+            yield
+        finally:
+            await grpc_server.stop()
+
+    return serve
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail at start-up, saying which, when the gRPC port is taken (the HTTP process binds it later)."""
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ProviderError(f"cannot listen for gRPC on {host}:{port} ({e.strerror}); set --grpc-port") from None
 
 
 def run(settings: Settings, state_dir: Path) -> int:
@@ -131,13 +177,17 @@ def run(settings: Settings, state_dir: Path) -> int:
     logs.configure(settings.log_level)
     install_process_hooks(logs.configure)
     try:
+        if settings.grpc_port:
+            check_port_free(settings.host, settings.grpc_port)
         provider = check_device(settings)
         server = build(settings, state_dir, provider)
     except (ArtifactError, ProviderError) as e:
         log.error(str(e), extra={"event": "startup_failed"})
         return EXIT_STARTUP_FAILED
     log.info(
-        f"serving on {settings.host}:{settings.port} with {provider} (device={settings.device})",
+        f"serving on {settings.host}:{settings.port} (HTTP)"
+        + (f" and {settings.grpc_port} (gRPC)" if settings.grpc_port else "")
+        + f" with {provider} (device={settings.device})",
         extra={"event": "starting"},
     )
     server.uvicorn_graceful_timeout = settings.shutdown_grace

@@ -1,5 +1,6 @@
-"""Error handlers: every error is JSON `{"detail": ...}` saying what to fix, never echoing the
-input back, and an unexpected one is a 500 that names only the request id (the log has the rest)."""
+"""Error handlers: every error is JSON `{"detail": ...}` saying what to fix (`{"error": ...}` on
+the Open Inference Protocol's /v2 routes), never echoing the input back, and an unexpected one is
+a 500 that names only the request id (the log has the rest)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,17 @@ def _unparsable(cause: BaseException | None) -> str:
     return "it cannot be parsed"
 
 
+def _oip(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def add_error_handlers(app: FastAPI, request_timeout: float) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _oip(request):
+            first = explain(exc.errors()[0]) if exc.errors() else {"msg": "invalid request"}
+            return JSONResponse({"error": first["msg"]}, status_code=400)
         # Never echo the input back (it may be megabytes, or private); say where and what, for the
         # first few errors only (64 texts of the wrong type would otherwise make 64 entries).
         errors = exc.errors()
@@ -68,6 +77,8 @@ def add_error_handlers(app: FastAPI, request_timeout: float) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail, status = exc.detail, exc.status_code
+        if _oip(request):
+            return JSONResponse({"error": str(detail)}, status_code=status, headers=exc.headers)
         if status == 504:  # LitServe: the request waited in the queue past the timeout
             detail = timeout_detail(request_timeout)
         elif status == 400 and request.url.path.startswith("/v1/"):
@@ -81,4 +92,4 @@ def add_error_handlers(app: FastAPI, request_timeout: float) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
-        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+        return JSONResponse({"error" if _oip(request) else "detail": INTERNAL_ERROR}, status_code=500)

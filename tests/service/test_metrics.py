@@ -82,11 +82,11 @@ def test_counters_count_what_was_sent(server, models_dir):
     buckets = [
         s
         for s in after["rnnserve_request_duration_seconds"]
-        if s.name.endswith("_bucket") and s.labels["endpoint"] == "sentiment"
+        if s.name.endswith("_bucket") and s.labels["endpoint"] == "sentiment" and s.labels["protocol"] == "v1"
     ]
     values = [s.value for s in sorted(buckets, key=lambda s: float(s.labels["le"]))]
     assert values == sorted(values)
-    assert values[-1] == sample(after, "rnnserve_request_duration_seconds_count", endpoint="sentiment")
+    assert values[-1] == sample(after, "rnnserve_request_duration_seconds_count", endpoint="sentiment", protocol="v1")
 
 
 def test_model_info_names_model_version_and_provider(server, models_dir):
