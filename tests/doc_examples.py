@@ -14,7 +14,9 @@ Shown output is a pattern of the real one:
 - JSON objects have exactly the keys shown, unless one of them is `"...": "..."` (others allowed);
   a list has the length shown, unless its last item is `"..."` (more allowed); the string `"..."`
   matches any value, and a string ending in `...` matches any string it begins;
-- numbers match within 0.01 or 1%, whichever is larger (the docs show them rounded); integers
+- numbers match within 0.01 or 1%, whichever is larger (the docs show them rounded), or within
+  the rounding of a number shown with one decimal or none, give or take that 0.01 (-3.8: from
+  -3.86 to -3.74; int8 kernels differ by CPU in the second decimal); integers
   shown as integers match exactly; strings, booleans and null exactly;
 - text lines must each be in the real output; a Prometheus sample line matches on its name and
   labels (its value counts the traffic so far); other lines compare their numbers as above.
@@ -22,6 +24,7 @@ Shown output is a pattern of the real one:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 OUTPUT_LANGS = ("json", "http", "text")
 # The server every example is written against; the test points it at its own.
 DOC_HOSTS = re.compile(r"(?:https?://)?(?:localhost|127\.0\.0\.1):8000")
+DOC_GRPC = re.compile(r"(?:localhost|127\.0\.0\.1):8001")  # the Open Inference Protocol over gRPC
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 PROM_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*(?:\{.*\})?) \S+$")
 
@@ -56,6 +60,16 @@ class Example:
     @property
     def id(self) -> str:
         return f"{self.page}:{self.line}"
+
+
+def point_at(code: str, url: str, grpc: str | None = None) -> str:
+    """A python example's code aimed at the server at `url` (http://host:port) and `grpc`
+    (host:port): an address written with a scheme gets the scheme, one without (tritonclient's
+    form) gets host:port."""
+    if grpc:
+        code = DOC_GRPC.sub(grpc, code)
+    bare = url.split("://", 1)[-1]
+    return DOC_HOSTS.sub(lambda m: url if "://" in m.group(0) else bare, code)
 
 
 @dataclass
@@ -134,8 +148,30 @@ def parse_curl(code: str) -> Curl:
     return c
 
 
+class Shown(float):
+    """A number as a doc writes it: its value, and the decimals it is written with."""
+
+    decimals: int
+
+    def __new__(cls, text: str) -> Shown:
+        value = super().__new__(cls, float(text))
+        mantissa = text.lower().split("e")[0]
+        value.decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        return value
+
+
+def shown_json(text: str) -> Any:
+    """A shown JSON body, its numbers remembering how they were written."""
+    return json.loads(text, parse_float=Shown)
+
+
 def close(shown: float, actual: float) -> bool:
-    return abs(actual - shown) <= max(0.01, 0.01 * abs(shown))
+    """Within 0.01 or 1%; a number written with one decimal or none also stands for what rounds to
+    it, give or take 0.01 (int8 kernels differ by CPU in the second decimal)."""
+    tol = max(0.01, 0.01 * abs(shown))
+    if isinstance(shown, Shown) and shown.decimals <= 1:
+        tol = max(tol, 0.5 * 10**-shown.decimals + 0.01 + 1e-9)
+    return abs(actual - shown) <= tol
 
 
 def match(shown: Any, actual: Any, where: str = "$") -> list[str]:
@@ -262,7 +298,7 @@ def slug(heading: str) -> str:
 
 def main() -> None:
     """Print what a running server answers to every example, to update the docs after a model
-    changes: python -m tests.doc_examples [URL] (default http://127.0.0.1:8000)."""
+    changes: python -m tests.doc_examples [URL [GRPC]] (default http://127.0.0.1:8000 127.0.0.1:8001)."""
     import subprocess
     import sys
 
@@ -270,12 +306,13 @@ def main() -> None:
 
     root = Path(__file__).resolve().parent.parent
     url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"
+    grpc = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:8001"
     for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         for ex in examples(page, root)[0]:
             print(f"--- {ex.id} ({ex.kind})")
             if ex.kind == "python":
                 run = subprocess.run(
-                    [sys.executable, "-c", DOC_HOSTS.sub(url, ex.code)], cwd=root, capture_output=True, text=True
+                    [sys.executable, "-c", point_at(ex.code, url, grpc)], cwd=root, capture_output=True, text=True
                 )
                 print(run.stdout + run.stderr)
                 continue

@@ -17,7 +17,6 @@ import pytest
 from service.settings import Settings
 from tests.conftest import ROOT, Server
 from tests.doc_examples import (
-    DOC_HOSTS,
     Example,
     blocks,
     examples,
@@ -26,6 +25,8 @@ from tests.doc_examples import (
     match_text,
     parse_curl,
     parse_http,
+    point_at,
+    shown_json,
     slug,
     table,
 )
@@ -71,7 +72,7 @@ def test_readme_reads_in_five_minutes():
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_example(ex: Example, shipped: Server):
     if ex.kind == "python":
-        code = DOC_HOSTS.sub(shipped.url, ex.code)
+        code = point_at(ex.code, shipped.url, shipped.grpc_url)
         run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-3000:]
         errs = match_text(ex.out, run.stdout)
@@ -90,7 +91,7 @@ def test_example(ex: Example, shipped: Server):
         assert r.status_code == 200, f"{ex.id}: status {r.status_code}: {r.text[:500]}"
         body = ex.out
     if body.strip().startswith(("{", "[")):
-        errs = match(json.loads(body), r.json())
+        errs = match(shown_json(body), r.json())
         assert not errs, f"{ex.id}:\n" + "\n".join(errs) + f"\n--- got:\n{r.text[:3000]}"
     else:
         text = r.text

@@ -211,11 +211,18 @@ def check_runtime(folder: Path, meta: dict) -> None:
         texts = [o["text"] for o in g["out_of_domain"]]
         for o, h in zip(g["out_of_domain"], tm.translate(texts), strict=True):
             got, score = tm.detok(h[0]), h[0].score
-            if got != o["translation"] or abs(score - o["score"]) > atol:
-                raise ArtifactError(
-                    f"{folder}: the service translates {o['text']!r} as {got!r} ({score:.4f}), "
-                    f"the card says {o['translation']!r} ({o['score']})"
-                )
+            if got == o["translation"] and abs(score - o["score"]) <= atol:
+                continue
+            # ONNX Runtime's int8 kernels differ by CPU (AVX2 against AVX-512 VNNI): on a sentence
+            # the model cannot translate, the decoder may then pick other words with another score.
+            # What the card says of the sentence must still hold: flagged by the threshold, or not.
+            flagged = score < g["threshold"]
+            if tm.precision == "int8" and flagged == (o["score"] < g["threshold"]):
+                continue
+            raise ArtifactError(
+                f"{folder}: the service translates {o['text']!r} as {got!r} ({score:.4f}), "
+                f"the card says {o['translation']!r} ({o['score']})"
+            )
 
 
 def publish(folder: Path, meta: dict) -> dict:
