@@ -48,12 +48,23 @@ from pathlib import Path
 from typing import Any
 
 from bench.inputs import default_data_dir, imdb_reviews, multi30k_sentences
+from bench.protocols import PROTOCOLS, requests
 from bench.raw import RawLanes
 from bench.server import ROOT, ServerProcess
-from bench.serving_report import TARGET_BATCHING, TARGET_RAW, plot, summarize, table
+from bench.serving_report import (
+    TARGET_BATCHING,
+    TARGET_PROTOCOL,
+    TARGET_RAW,
+    plot,
+    plot_protocols,
+    protocol_rows,
+    protocol_table,
+    summarize,
+    table,
+)
 from loadgen.engine import Level, Request, run_level
 from loadgen.stats import endpoint_totals, percentile, server_view
-from loadgen.transport import TRANSPORTS, Transport, make_transport
+from loadgen.transport import TRANSPORTS, GrpcTransport, Transport, make_transport
 
 # ---------------------------------------------------------------------------------------------
 # Measurements
@@ -64,34 +75,45 @@ async def _totals(t: Transport, endpoint: str) -> dict[str, float]:
 
 
 def measure_served(
-    srv: ServerProcess, endpoint: str, bodies: list[bytes], conc: int, transport: str = "raw"
+    srv: ServerProcess,
+    endpoint: str,
+    bodies: list[bytes] | list[Request],
+    conc: int,
+    transport: str = "raw",
+    protocol: str = "v1",
 ) -> dict[str, Any]:
-    """POST every body once, `conc` callers at a time (the load engine's closed loop, fresh
-    connections); throughput, latency, and what the server and this client spent on it."""
-    path = f"/v1/{endpoint}"
+    """Send every request once, `conc` callers at a time (the load engine's closed loop, fresh
+    connections); throughput, latency, and what the server and this client spent on it. `bodies`:
+    /v1 JSON bodies, or requests in `protocol` (bench.protocols)."""
+    reqs = [b if isinstance(b, Request) else Request(f"/v1/{endpoint}", b) for b in bodies]
+
+    def load_transport() -> Transport:
+        if protocol == "grpc":
+            return GrpcTransport(srv.grpc_url)
+        return make_transport(transport, srv.url, connections=conc)
 
     async def go() -> tuple[Level, float | None, float | None, dict[str, float] | None]:
-        async with make_transport(transport, srv.url, connections=conc) as t:
-            before = await _totals(t, endpoint)
+        async with make_transport("raw", srv.url) as m, load_transport() as t:
+            before = await _totals(m, endpoint)
             cpu0 = srv.cpu_seconds()
             level = await run_level(
                 t,
-                lambda i: Request(path, bodies[i]),
+                lambda i: reqs[i],
                 Level("closed", concurrency=conc),
                 warmup=0,
                 duration=None,
-                max_requests=len(bodies),
+                max_requests=len(reqs),
             )
             cpu1 = srv.cpu_seconds()
-            view = server_view(before, await _totals(t, endpoint), level.elapsed)
+            view = server_view(before, await _totals(m, endpoint), level.elapsed)
         return level, cpu0, cpu1, view
 
     level, cpu0, cpu1, view = asyncio.run(go())
     failed = [s.status for s in level.samples if s.status != "200"]
-    if failed or len(level.samples) != len(bodies):
+    if failed or len(level.samples) != len(reqs):
         raise RuntimeError(
-            f"{len(failed)} of {len(bodies)} requests to {path} failed ({', '.join(sorted(set(failed)))}); "
-            f"{len(level.samples)} answered"
+            f"{len(failed)} of {len(reqs)} {protocol} requests to {reqs[0].path} failed "
+            f"({', '.join(sorted(set(failed)))}); {len(level.samples)} answered"
         )
     lat = [s.latency for s in level.samples]
     n = len(bodies)
@@ -110,7 +132,8 @@ def measure_served(
         "client_cpu_ms_per_request": 1000 * level.client_cpu / n,
         "mean_batch_requests": (view or {}).get("mean_batch_size", float("nan")),
         "concurrency": conc,
-        "transport": transport,
+        "transport": "grpc" if protocol == "grpc" else transport,
+        "protocol": protocol,
     }
 
 
@@ -153,9 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         default="raw",
         help="the load engine's transport (default raw: the least client CPU; httpx to compare)",
     )
+    p.add_argument(
+        "--protocols",
+        default=",".join(PROTOCOLS[1:]),
+        help="protocols measured beside /v1 on the batched server, same load, same rounds "
+        f"(comma-separated, from {', '.join(PROTOCOLS[1:])}; '' for none)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows each median")
     p.add_argument("--quick", action="store_true", help="a short smoke run (256 reviews, 128 sentences, 1 round)")
     a = p.parse_args(argv)
+    protocols = [x for x in a.protocols.split(",") if x]
+    if unknown := [x for x in protocols if x not in PROTOCOLS[1:]]:
+        p.error(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS[1:])}")
     if a.quick:
         a.reviews, a.sentences, a.warmup, a.rounds = 256, 128, 32, 1
     data_dir = a.data_dir or default_data_dir()
@@ -188,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         if pair
         else []
     )
+    # The same texts in each other protocol, for the batched server (bench.protocols).
+    proto_reqs = {
+        proto: {
+            "sentiment": requests(proto, "sentiment", reviews, pair, a.beam),
+            "translate": requests(proto, "translate", sentences, pair, a.beam) if pair else [],
+        }
+        for proto in protocols
+    }
     extra = [*("--device", a.device), *a.server_arg]
     print(
         f"{len(reviews)} IMDB test reviews (concurrency {a.sentiment_concurrency}), {len(sentences)} Multi30k test "
@@ -197,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res: dict[str, Any] = {}
     runs: dict[str, dict[str, list]] = {
-        k: {"sentiment": [], "translate": []} for k in ("batched", "unbatched", "raw", "raw_single")
+        k: {"sentiment": [], "translate": []} for k in ("batched", "unbatched", "raw", "raw_single", *protocols)
     }
     with tempfile.TemporaryDirectory(prefix="rnnserve-bench-") as logs:
         servers = {"batched": extra, "unbatched": [*extra, "--max-batch-size", "1"]}
@@ -258,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                     measure_served(srv, "sentiment", sent_bodies[: a.warmup], a.sentiment_concurrency, a.transport)
                 if trans_bodies:
                     measure_served(srv, "translate", trans_bodies[: a.warmup], a.translate_concurrency, a.transport)
+            for proto, by_endpoint in proto_reqs.items():
+                for endpoint, reqs in by_endpoint.items():
+                    conc = a.sentiment_concurrency if endpoint == "sentiment" else a.translate_concurrency
+                    if reqs:
+                        measure_served(procs["batched"], endpoint, reqs[: a.warmup], conc, a.transport, proto)
             for endpoint, texts in (("sentiment", reviews), ("translate", sentences)):
                 if texts:
                     raw_run(endpoint, True, limit=max(1, a.warmup // lanes))
@@ -276,6 +321,17 @@ def main(argv: list[str] | None = None) -> int:
                             f"p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch_requests']:.1f}  "
                             f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/req  "
                             f"client CPU {r['client_cpu_ms_per_request']:.2f} ms/req",
+                            flush=True,
+                        )
+                    for proto in protocols:
+                        reqs = proto_reqs[proto][endpoint]
+                        r = measure_served(procs["batched"], endpoint, reqs, conc, a.transport, proto)
+                        runs[proto][endpoint].append(r)
+                        print(
+                            f"[round {rnd}] {proto:9s} {endpoint:9s} {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+                            f"p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch_requests']:.1f}  "
+                            f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/req  "
+                            f"client CPU {r['client_cpu_ms_per_request']:.2f} ms/req (batched server)",
                             flush=True,
                         )
                     for name, batched in (("raw", True), ("raw_single", False)):
@@ -300,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "translate_precision": trans_precision,
     }
     res["raw_single"] = {"lanes": lanes, "threads": threads, "device": device}
+    for proto in protocols:
+        res[proto] = {}
     for name in runs:
         for endpoint, rs in runs[name].items():
             if rs:
@@ -312,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
     rows = summarize(res)
+    prows = protocol_rows(res, protocols)
     machine = {
         "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -327,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_dir": str(data_dir),
         "targets": {"batching_speedup": TARGET_BATCHING, "served_over_raw": TARGET_RAW},
         "summary": rows,
+        "protocols": prows,
         "details": res,
     }
     (a.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -337,10 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         plot(rows, a.out / "serving.png", title)
+        if prows:
+            plot_protocols(prows, a.out / "protocols.png", title)
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
     print()
     print(table(rows))
+    if prows:
+        print()
+        print(protocol_table(prows))
+        print(f"\ntarget: every protocol within {TARGET_PROTOCOL:.0%} of /v1's throughput (same server, same load)")
     print(
         f"\ntargets: batching >= {TARGET_BATCHING:.0f}x, served >= {TARGET_RAW:.0%} of raw; "
         f"{threads} ONNX Runtime thread(s) per session, max batch {max_batch}; load average {machine['load_avg_1m']:.1f}"

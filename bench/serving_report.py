@@ -93,3 +93,76 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+TARGET_PROTOCOL = 0.90  # every protocol within 10% of /v1's throughput
+
+
+def protocol_rows(res: dict[str, Any], protocols: list[str]) -> list[dict[str, Any]]:
+    """Per endpoint and protocol (v1 = the batched server's own run), each against /v1."""
+    rows = []
+    for ep in ("sentiment", "translate"):
+        v1 = res["batched"].get(ep)
+        if not v1:
+            continue
+        for proto in ("v1", *protocols):
+            r = v1 if proto == "v1" else res.get(proto, {}).get(ep)
+            if not r:
+                continue
+            rows.append(
+                {
+                    "endpoint": ep,
+                    "protocol": proto,
+                    "rps": r["throughput"],
+                    "over_v1": r["throughput"] / v1["throughput"],
+                    "p50_ms": r["p50_ms"],
+                    "p99_ms": r["p99_ms"],
+                    "server_cpu_ms": r["server_cpu_ms_per_request"],
+                    "client_cpu_ms": r["client_cpu_ms_per_request"],
+                    "mean_batch": r["mean_batch_requests"],
+                    "rounds_rps": r.get("rounds_throughput", [r["throughput"]]),
+                }
+            )
+    return rows
+
+
+def protocol_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| endpoint | protocol | req/s | **× /v1** | p50 / p99 ms | mean batch | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ok = "✓" if r["over_v1"] >= TARGET_PROTOCOL else "✗"
+        lines.append(
+            f"| {r['endpoint']} | {r['protocol']} | {r['rps']:.1f} | **{r['over_v1']:.2f}** {ok} | "
+            f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['mean_batch']:.1f} | {r['server_cpu_ms']:.2f} | "
+            f"{r['client_cpu_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_protocols(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = sorted({r["endpoint"] for r in rows}, key=["sentiment", "translate"].index)
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(5.5 * len(endpoints), 4), squeeze=False)
+    for ax, ep in zip(axes[0], endpoints):
+        rs = [r for r in rows if r["endpoint"] == ep]
+        names = [r["protocol"] for r in rs]
+        ax.bar(names, [r["rps"] for r in rs], color=["#4c72b0"] + ["#55a868"] * (len(rs) - 1))
+        for i, r in enumerate(rs):
+            lo, hi = min(r["rounds_rps"]), max(r["rounds_rps"])
+            ax.plot([i, i], [lo, hi], color="black", lw=1)
+            ax.annotate(f"{r['over_v1']:.2f}×", (i, r["rps"]), ha="center", va="bottom", fontsize=9)
+        v1 = rs[0]["rps"]
+        ax.axhline(TARGET_PROTOCOL * v1, color="gray", ls="--", lw=1, label=f"{TARGET_PROTOCOL:.0%} of /v1")
+        ax.set_title(f"{ep}: throughput by protocol (median, range over rounds)")
+        ax.set_ylabel("requests/s")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -36,8 +36,10 @@ from loadgen.transport import Reply, Transport
 @dataclass(frozen=True)
 class Request:
     path: str  # e.g. /v1/sentiment
-    body: bytes  # JSON
+    body: bytes  # JSON (or what the path takes: OIP binary tensors, a serialized gRPC message)
     texts: int = 1  # texts in the body (the report's texts/s)
+    headers: tuple[tuple[str, str], ...] = ()  # besides the transport's own
+    expect: bytes = b'"results"'  # a 200 is a success when its body holds this exactly once
 
 
 Requests = Callable[[int], Request]  # the level's i-th request (warm-up included, from 0) -> what to send
@@ -73,10 +75,10 @@ class Level:
         return [s for s in self.samples if s.status == "200"]
 
 
-def outcome(reply: Reply) -> str:
+def outcome(reply: Reply, expect: bytes = b'"results"') -> str:
     if reply.status != 200:
         return str(reply.status)
-    return "200" if reply.body.count(b'"results"') == 1 else "bad response"
+    return "200" if reply.body.count(expect) == 1 else "bad response"
 
 
 async def _timed(transport: Transport, req: Request, t_ref: float, t_sched: float | None = None) -> Sample:
@@ -84,7 +86,8 @@ async def _timed(transport: Transport, req: Request, t_ref: float, t_sched: floa
     loop = asyncio.get_running_loop()
     t0 = loop.time() if t_sched is None else t_sched
     try:
-        status = outcome(await transport.request("POST", req.path, req.body))
+        reply = await transport.request("POST", req.path, req.body, dict(req.headers) if req.headers else None)
+        status = outcome(reply, req.expect)
     except TimeoutError:
         status = "timeout"
     except OSError:  # ConnectionError from either transport, and anything else the socket says

@@ -25,7 +25,7 @@ import collections
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,7 +45,9 @@ class Reply:
 
 
 class Transport(Protocol):
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply: ...
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
@@ -83,11 +85,12 @@ class HttpxTransport(_Closing):
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         try:
-            r = await self._http.request(
-                method, path, content=body, headers={"content-type": JSON} if body is not None else None
-            )
+            extra = {"content-type": JSON} if body is not None else {}
+            r = await self._http.request(method, path, content=body, headers={**extra, **(headers or {})})
         except httpx.TimeoutException as e:
             raise TimeoutError(f"{method} {path}: {type(e).__name__}") from e
         except httpx.TransportError as e:
@@ -116,10 +119,12 @@ class RawTransport(_Closing):
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = collections.deque()
 
-    def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
+    def _encode(self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None = None) -> bytes:
         head = f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}"
+        extra = dict(headers or {})
         if body is not None:
-            head += f"content-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+            head += f"content-type: {extra.pop('content-type', JSON)}\r\ncontent-length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         return head.encode() + b"\r\n" + (body or b"")
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -131,10 +136,10 @@ class RawTransport(_Closing):
             return reader, writer
         return await asyncio.open_connection(self.host, self.port)
 
-    async def _exchange(self, method: str, path: str, body: bytes | None) -> Reply:
+    async def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None) -> Reply:
         reader, writer = await self._connection()
         try:
-            writer.write(self._encode(method, path, body))
+            writer.write(self._encode(method, path, body, headers))
             status, keep_alive, data = await _read_response(reader)
         except BaseException:
             writer.close()
@@ -145,12 +150,14 @@ class RawTransport(_Closing):
             writer.close()
         return Reply(status, data)
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         try:
             if _timeout is None:  # Python 3.10
-                return await asyncio.wait_for(self._exchange(method, path, body), self.timeout)
+                return await asyncio.wait_for(self._exchange(method, path, body, headers), self.timeout)
             async with _timeout(self.timeout):  # no task per request, unlike wait_for: less client CPU
-                return await self._exchange(method, path, body)
+                return await self._exchange(method, path, body, headers)
         except asyncio.TimeoutError as e:  # not the builtin TimeoutError before Python 3.11
             raise TimeoutError(f"{method} {path}: no answer within {self.timeout:g} s") from e
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
@@ -185,6 +192,51 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes
     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
         pass
     return status, keep_alive, b"".join(parts)
+
+
+class GrpcTransport(_Closing):
+    """gRPC unary calls on one channel, bodies as serialized messages both ways (no protobuf work
+    on the client: the load's bodies are serialized once, before the run). `path` is the method,
+    e.g. /inference.GRPCInferenceService/ModelInfer; an error status comes back as the HTTP status
+    the server's metrics give it (service.oip.grpc.CODES), so the engine counts it like any other."""
+
+    STATUS: ClassVar[dict[str, int]] = {
+        "INVALID_ARGUMENT": 400,
+        "UNAUTHENTICATED": 401,
+        "NOT_FOUND": 404,
+        "RESOURCE_EXHAUSTED": 429,
+        "INTERNAL": 500,
+        "UNAVAILABLE": 503,
+        "DEADLINE_EXCEEDED": 504,
+    }
+
+    def __init__(self, target: str, *, api_key: str | None = None, timeout: float = 60.0):
+        import grpc.aio
+
+        self._grpc = grpc
+        self._channel = grpc.aio.insecure_channel(target)
+        self._metadata = (("x-api-key", api_key),) if api_key else None
+        self._methods: dict[str, object] = {}
+        self.timeout = timeout
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        call = self._methods.get(path)
+        if call is None:
+            call = self._methods[path] = self._channel.unary_unary(path)  # bytes in, bytes out
+        try:
+            data = await call(body or b"", timeout=self.timeout, metadata=self._metadata)  # type: ignore[operator]
+        except self._grpc.aio.AioRpcError as e:
+            if e.code() == self._grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TimeoutError(f"{path}: no answer within {self.timeout:g} s") from e
+            if e.code() == self._grpc.StatusCode.UNAVAILABLE and "connect" in (e.details() or "").lower():
+                raise ConnectionError(f"{path}: {e.details()}") from e
+            return Reply(self.STATUS.get(e.code().name, 500), (e.details() or "").encode())
+        return Reply(200, data)
+
+    async def aclose(self) -> None:
+        await self._channel.close()
 
 
 def make_transport(
