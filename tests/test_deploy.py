@@ -387,8 +387,12 @@ def test_grafana_provisioning_and_dashboard_shape():
         "batch size",
         "tokens/s",
         "in-flight",
+        "requests by protocol",
     ):
         assert topic in titles, topic
+    (by_protocol,) = [p for p in d["panels"] if p["title"] == "Requests by protocol"]
+    (target,) = by_protocol["targets"]  # v1 / v2 / grpc: the label every request metric carries (issue 13)
+    assert target["expr"].startswith("sum by (protocol) (rate(rnnserve_requests_total{")
     for p in d["panels"]:
         assert p["datasource"]["uid"] == source["uid"]
         assert p["targets"] and all(t["expr"].strip() for t in p["targets"])
