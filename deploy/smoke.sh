@@ -9,7 +9,8 @@
 #   BASE_IMAGE=local/python:3.11-bookworm MODELS=/tmp/tiny-models PORT=18080 deploy/smoke.sh
 #
 # Environment: BASE_IMAGE (default: the Dockerfile's), MODELS (folder of artifacts, default
-# models/), IMAGE (tag, default rnn-serve:smoke), PORT (default 18080), DOCKER (default docker),
+# models/), IMAGE (tag, default rnn-serve:smoke), PORT (default 18080), GRPC_PORT (the server's gRPC port,
+# default PORT+1), DOCKER (default docker),
 # KEEP_IMAGE=1 to keep the image afterwards (it is kept by default; set KEEP_IMAGE=0 to remove it).
 # The container uses host networking and binds 127.0.0.1 only (no bridge network is assumed).
 set -euo pipefail
@@ -19,6 +20,7 @@ DOCKER=${DOCKER:-docker}
 IMAGE=${IMAGE:-rnn-serve:smoke}
 MODELS=${MODELS:-$root/models}
 PORT=${PORT:-18080}
+GRPC_PORT=${GRPC_PORT:-$((PORT + 1))}  # on the host network: not the image's 8001, which a dev server may hold
 KEEP_IMAGE=${KEEP_IMAGE:-1}
 name=rnn-serve-smoke-$$
 url=http://127.0.0.1:$PORT
@@ -67,7 +69,7 @@ say "built in ${build_s}s; image size ${size_mb} MB"
 t0=$(now)
 # As locked down as deploy/k8s runs it: read-only root filesystem with a writable /tmp, no capabilities.
 "$DOCKER" run -d --name "$name" --network host --read-only --tmpfs /tmp --cap-drop ALL \
-  --security-opt no-new-privileges -e RNNSERVE_PORT="$PORT" "$IMAGE" --host 127.0.0.1 --device cpu >/dev/null
+  --security-opt no-new-privileges -e RNNSERVE_PORT="$PORT" -e RNNSERVE_GRPC_PORT="$GRPC_PORT" "$IMAGE" --host 127.0.0.1 --device cpu >/dev/null
 ready=""
 for _ in $(seq 1 600); do
   if curl -fsS -m 2 "$url/health" >/dev/null 2>&1; then ready=$(since "$t0"); break; fi

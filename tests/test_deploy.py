@@ -81,6 +81,11 @@ def test_dockerfile_is_multistage_nonroot_with_healthcheck_and_entrypoint():
     assert any(i == "COPY" and a.startswith("--from=build /opt/venv") for i, a in run)
     env = " ".join(a for i, a in run if i == "ENV")
     assert "RNNSERVE_MODELS_DIR=/app/models" in env and "RNNSERVE_DEVICE=${DEVICE}" in env
+    # HTTP (/v1, /v2, /health, /metrics) and the Open Inference Protocol's gRPC service, at the settings' defaults
+    assert "RNNSERVE_PORT=8000" in env and "RNNSERVE_GRPC_PORT=8001" in env
+    assert (Settings.model_fields["port"].default, Settings.model_fields["grpc_port"].default) == (8000, 8001)
+    exposed = {p for i, a in run if i == "EXPOSE" for p in a.split()}
+    assert exposed == {"8000", "8001"}
 
     build = " ".join(f"{i} {a}" for i, a in stages(ins)["build"])
     assert 'pip install --no-deps -r "deploy/requirements/$ONNXRUNTIME.txt"' in build and "pip check" in build
@@ -317,8 +322,15 @@ def test_compose_stack_is_wired_by_health():
             if src.startswith("./"):
                 assert (ROOT / src).exists(), src
 
+    env = svc["rnn-serve"]["environment"]
+    assert (env["RNNSERVE_PORT"], env["RNNSERVE_GRPC_PORT"]) == ("8000", "8001")
     bridge = compose_config(COMPOSE_FILES[0])["services"]
-    assert bridge["rnn-serve"]["ports"] == ["8000:8000"] and bridge["grafana"]["ports"] == ["3000:3000"]
+    assert bridge["rnn-serve"]["ports"] == ["8000:8000", "8001:8001"]  # HTTP, gRPC
+    assert bridge["rnn-serve-gpu"]["ports"] == ["8002:8000", "8003:8001"] and bridge["grafana"]["ports"] == [
+        "3000:3000"
+    ]
+    published = [p.split(":")[0] for s in bridge.values() for p in s.get("ports", [])]
+    assert len(published) == len(set(published)), published  # no host port published twice
     host = compose_config(COMPOSE_FILES[1])["services"]
     assert {host[n]["network_mode"] for n in ("rnn-serve", "prometheus", "grafana")} == {"host"}
     assert not any("ports" in s for s in host.values())  # docker-compose refuses ports with host networking
@@ -375,8 +387,12 @@ def test_grafana_provisioning_and_dashboard_shape():
         "batch size",
         "tokens/s",
         "in-flight",
+        "requests by protocol",
     ):
         assert topic in titles, topic
+    (by_protocol,) = [p for p in d["panels"] if p["title"] == "Requests by protocol"]
+    (target,) = by_protocol["targets"]  # v1 / v2 / grpc: the label every request metric carries (issue 13)
+    assert target["expr"].startswith("sum by (protocol) (rate(rnnserve_requests_total{")
     for p in d["panels"]:
         assert p["datasource"]["uid"] == source["uid"]
         assert p["targets"] and all(t["expr"].strip() for t in p["targets"])
@@ -536,8 +552,10 @@ def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
-    (port,) = c["ports"]
-    assert port["containerPort"] == int(cm["data"]["RNNSERVE_PORT"]) == 8000
+    ports = {p["name"]: p for p in c["ports"]}
+    assert set(ports) == {"http", "grpc"}
+    assert ports["http"]["containerPort"] == int(cm["data"]["RNNSERVE_PORT"]) == 8000
+    assert ports["grpc"]["containerPort"] == int(cm["data"]["RNNSERVE_GRPC_PORT"]) == 8001
 
     ctx = pod["spec"]["securityContext"]
     user = [a for i, a in stages(dockerfile())["runtime"] if i == "USER"][-1]
@@ -559,7 +577,9 @@ def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
         dep["spec"]["selector"]["matchLabels"],
     ):
         assert sel.items() <= labels.items()
-    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "grpc": "grpc"}
+    (grpc,) = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc["appProtocol"] == "kubernetes.io/h2c"  # gRPC is cleartext HTTP/2
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
 
     # every ConfigMap key is a real setting, and the values pass the service's own validation
@@ -567,7 +587,7 @@ def test_k8s_deployment_probes_resources_and_wiring(monkeypatch):
         assert key.startswith("RNNSERVE_") and key[9:].lower() in Settings.model_fields, key
         monkeypatch.setenv(key, value)
     s = Settings()
-    assert (s.port, s.device, s.max_batch_size) == (8000, "cpu", 32)
+    assert (s.port, s.grpc_port, s.device, s.max_batch_size) == (8000, 8001, "cpu", 32)
 
 
 def test_k8s_gpu_overlay_requests_a_gpu_and_cuda():
