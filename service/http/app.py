@@ -120,7 +120,8 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> Server:
     app.description = (
         "Sentiment (BiLSTM, IMDB) and translation (attention seq2seq, Multi30k) over ONNX Runtime. "
         'Errors are JSON `{"detail": ...}` saying what to fix; every response carries an '
-        "`X-Request-ID` (the client's, when it sent one)."
+        "`X-Request-ID` (the client's, when it sent one). The same models also speak the Open Inference "
+        'Protocol (KServe v2) under `/v2` (errors `{"error": ...}`) and over gRPC.'
     )
     server.state = state = ServiceState()
     describe_routes(app, state)

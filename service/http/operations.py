@@ -109,5 +109,7 @@ def describe(
             "max_queue": s.max_queue,
             "request_timeout_s": s.request_timeout,
         },
+        # /v1 and the Open Inference Protocol's /v2 on the HTTP port; OIP over gRPC on its own (None: off)
+        "protocols": {"http": ["v1", "v2"], "http_port": s.port, "grpc_port": s.grpc_port or None},
         "auth": {"api_key_required": s.api_key is not None},
     }
