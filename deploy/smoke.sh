@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Smoke test of the container image: build it, run it (read-only root, no capabilities), wait for
 # /health, send a sentiment request (labels checked on the shipped model) and a translation request
-# per pair (non-empty, in the target language's script and words: deploy/smoke_check.py), check
-# /metrics, check it runs as non-root, that Docker's HEALTHCHECK turns healthy and that it stops cleanly on SIGTERM, remove it.
+# per pair (non-empty, in the target language's script and words: deploy/smoke_check.py), speak the
+# Open Inference Protocol to every model over HTTP (/v2, from the host) and over gRPC (from inside the
+# container, with the image's python and tritonclient), each answer compared with /v1's
+# (deploy/smoke_oip.py), check /metrics counts all three protocols, check it runs as non-root, that
+# Docker's HEALTHCHECK turns healthy and that it stops cleanly on SIGTERM, remove it.
 # Prints the image size, the build time, the start-up time and the memory in use.
 #
 #   deploy/smoke.sh                                   # models/ of this repo, python:3.11-slim base
@@ -37,8 +40,8 @@ compgen -G "$MODELS/*/metadata.json" >/dev/null \
   .venv/bin/python -m pytest -q tests/test_smoke_server.py --basetemp=/tmp/rnn-fixtures && MODELS=/tmp/rnn-fixtures/models0 $0"
 # The shipped models' answers are checked for content (labels, target-language words); tiny test
 # artifacts (MODELS=...) are too small to know either, and get the rest of the checks.
-shipped=0 marks_flag=--no-marks
-if [ "$(cd "$MODELS" && pwd -P)" = "$(cd "$root/models" && pwd -P)" ]; then shipped=1 marks_flag=; fi
+shipped=0 marks_flag=--no-marks shipped_flag=
+if [ "$(cd "$MODELS" && pwd -P)" = "$(cd "$root/models" && pwd -P)" ]; then shipped=1 marks_flag= shipped_flag=--shipped; fi
 if curl -fsS -m 2 "$url/health" >/dev/null 2>&1; then fail "something already answers on $url; choose another PORT"; fi
 
 # A small build context: what the image needs and the chosen models (which may live outside the repo).
@@ -107,8 +110,24 @@ else
   say "SKIP translate: the image holds no translation model"
 fi
 
+# The Open Inference Protocol (docs/oip.md), every model, each answer against /v1's for the same
+# texts (deploy/smoke_oip.py says what it checks): the v2 routes over HTTP, JSON tensors, from here...
+out=$(python3 "$root/deploy/smoke_oip.py" http "$url" $shipped_flag 2>&1) || { printf '%s\n' "$out" >&2; fail "the Open Inference Protocol over HTTP"; }
+while IFS= read -r line; do say "$line"; done <<<"$out"
+# ...and gRPC from inside the container, the script on stdin (the root filesystem is read-only), run
+# by the image's python with its tritonclient.grpc: what a client next to the server sees.
+out=$("$DOCKER" exec -i "$name" python - grpc "127.0.0.1:$GRPC_PORT" "$url" $shipped_flag <"$root/deploy/smoke_oip.py" 2>&1) \
+  || { printf '%s\n' "$out" >&2; fail "the Open Inference Protocol over gRPC (127.0.0.1:$GRPC_PORT in the container)"; }
+while IFS= read -r line; do say "$line"; done <<<"$out"
+
 metrics=$(curl -fsS -m 5 "$url/metrics")
-grep -q '^rnnserve_requests_total{endpoint="sentiment",status="200"}' <<<"$metrics" || fail "/metrics lacks the sentiment request count"
+# Labels come sorted: endpoint, protocol (v1, v2, grpc, http), status.
+for protocol in v1 v2 grpc; do
+  n=$(grep "^rnnserve_requests_total{endpoint=\"sentiment\",protocol=\"$protocol\",status=\"200\"} " <<<"$metrics" | awk '{print $2}' || true)
+  [ -n "$n" ] && [ "${n%.*}" -ge 1 ] || fail "/metrics lacks the sentiment request count over $protocol"
+  counts="${counts:-}${counts:+, }$protocol $n"
+done
+say "/metrics: sentiment requests answered 200 by protocol: $counts"
 grep -q '^rnnserve_batch_size_requests_bucket' <<<"$metrics" || fail "/metrics lacks the batch-size histogram"
 say "/metrics ok ($(grep -c '^rnnserve_' <<<"$metrics") rnnserve_ samples)"
 mem=$("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$name")

@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import jsonschema
 import kubernetes_validate
+import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 import yaml
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -244,6 +246,24 @@ def test_smoke_script_parses():
     smoke = DEPLOY / "smoke.sh"
     assert smoke.stat().st_mode & 0o111, "deploy/smoke.sh must be executable"
     subprocess.run(["bash", "-n", str(smoke)], check=True)
+
+
+def test_smoke_script_greps_the_request_counts_the_server_exports(server):
+    """smoke.sh's /metrics grep, taken from the script, finds the real server's line for each
+    protocol once it has answered over it (its labels come sorted: endpoint, protocol, status)."""
+    script = (DEPLOY / "smoke.sh").read_text()
+    (pattern,) = re.findall(r'grep "\^(rnnserve_requests_total\{.*\} )"', script)
+    pattern = pattern.replace('\\"', '"')
+    assert httpx.post(f"{server.url}/v1/sentiment", json={"texts": ["fine"]}).status_code == 200
+    v2 = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["fine"]}]}
+    assert httpx.post(f"{server.url}/v2/models/sentiment/infer", json=v2).status_code == 200
+    text = tgrpc.InferInput("TEXT", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"fine"], dtype=object))
+    tgrpc.InferenceServerClient(server.grpc_url).infer("sentiment", [text])
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    for protocol in ("v1", "v2", "grpc"):
+        prefix = pattern.replace("$protocol", protocol)
+        assert any(ln.startswith(prefix) for ln in lines), (prefix, [ln for ln in lines if "requests_total" in ln])
 
 
 # ----------------------------------------------------------------------------- compose

@@ -204,7 +204,7 @@ def test_the_images_family_folders_hold_one_family_each(tmp_path):
     for family, models in FAMILIES.items():
         folder = app / "families" / family
         assert {p.name for p in folder.iterdir()} == models
-        has_sentiment, pairs = discover(Settings(models_dir=folder))
+        has_sentiment, pairs, _ = discover(Settings(models_dir=folder))
         assert has_sentiment == ("sentiment" in models)
         assert sorted(f"translate-{p}" for p in pairs) == sorted(models - {"sentiment"})
 
