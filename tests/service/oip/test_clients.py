@@ -276,3 +276,39 @@ def _wait_in_flight(srv):
     from tests.service_http import in_flight, wait_for
 
     wait_for(lambda: in_flight(srv.url, "sentiment") >= 1, what="the first request to be in flight")
+
+
+def test_raw_http_errors_are_oip_error_bodies(server):
+    """What no well-behaved client sends, over plain HTTP: each a 4xx {"error": ...} saying what to fix."""
+    url = f"{server.url}/v2/models/sentiment/infer"
+    ok_input = {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["fine"]}
+    cases = [
+        (httpx.post(url, content=b"{not json"), 400, "not valid JSON"),
+        (httpx.post(url, json={"inputs": [ok_input], "extra": 1}), 400, "unknown field extra"),
+        (httpx.post(url, json={"inputs": []}), 400, "inputs"),
+        (httpx.post(url, json={"inputs": [{**ok_input, "data": ["a", "b"]}]}), 400, "holds 1 elements; data has 2"),
+        (
+            httpx.post(url, content=b'{"inputs": []}', headers={"Inference-Header-Content-Length": "999"}),
+            400,
+            "Inference-Header-Content-Length",
+        ),
+        (
+            httpx.post(
+                url,
+                content=b'{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", '
+                b'"parameters": {"binary_data_size": 9}}]}\x05\x00\x00\x00ab',
+                headers={"Inference-Header-Content-Length": "104"},
+            ),
+            400,
+            "runs past the end",
+        ),
+        (httpx.post(url, content=b"x" * 2_000_001), 413, "limit"),
+        (httpx.get(f"{server.url}/v2/models/nope"), 404, "unknown model 'nope'"),
+        (httpx.get(f"{server.url}/v2/models/sentiment/versions/0"), 404, "has no version '0'"),
+        (httpx.get(f"{server.url}/v2/nowhere"), 404, "Not Found"),
+        (httpx.delete(f"{server.url}/v2/models/sentiment/infer"), 405, "Method Not Allowed"),
+    ]
+    for r, status, says in cases:
+        assert r.status_code == status, (r.request.url, r.text)
+        assert says in r.json()["error"], (r.request.url, r.text)
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
