@@ -121,14 +121,19 @@ loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translat
 
 BENCH_FLAGS ?=
 
-bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX (BENCH_FLAGS="--quick", "--models-dir DIR")
+bench: $(FULL)  ## serving benchmark: batching vs --max-batch-size 1, served vs raw ONNX, /v1 vs OIP over HTTP and gRPC (BENCH_FLAGS="--quick", "--models-dir DIR")
 	$(BIN)/python -m bench.serving $(DATA_FLAG) $(BENCH_FLAGS)
+
+# Triton's perf_analyzer against the service (OIP over HTTP and gRPC); installs it under /tmp first (docs/oip.md).
+perf-analyzer: $(FULL)  ## perf_analyzer over HTTP and gRPC on the shipped models (PA_FLAGS="--concurrency 32")
+	test -x /tmp/perf_analyzer || sh ../shared/tools/perf-analyzer.sh
+	$(BIN)/python -m bench.perf_analyzer $(DATA_FLAG) $(PA_FLAGS)
 
 # Reliability (README: Reliability). The test suite fuzzes 150 examples per endpoint and mode; this, thousands.
 FUZZ_EXAMPLES ?= 2500
 SOAK_FLAGS ?=
 
-.PHONY: fuzz soak
+.PHONY: fuzz soak perf-analyzer
 
 fuzz: $(FULL)  ## schemathesis against a real server's /openapi.json: FUZZ_EXAMPLES per endpoint and mode, and boundary values
 	RNNSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 3600 tests/test_reliability_fuzz.py
