@@ -128,13 +128,13 @@ def protocol_rows(res: dict[str, Any], protocols: list[str]) -> list[dict[str, A
 
 def protocol_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| endpoint | protocol | req/s | **× /v1** | p50 / p99 ms | mean batch | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| endpoint / protocol | req/s | **× /v1** | p50 / p99 ms | mean batch | server CPU ms/req | client CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ok = "✓" if r["over_v1"] >= TARGET_PROTOCOL else "✗"
         lines.append(
-            f"| {r['endpoint']} | {r['protocol']} | {r['rps']:.1f} | **{r['over_v1']:.2f}** {ok} | "
+            f"| {r['endpoint']} / {r['protocol']} | {r['rps']:.1f} | **{r['over_v1']:.2f}** {ok} | "
             f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['mean_batch']:.1f} | {r['server_cpu_ms']:.2f} | "
             f"{r['client_cpu_ms']:.2f} |"
         )

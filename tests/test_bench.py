@@ -54,6 +54,13 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
     assert report["details"]["raw"]["sentiment_file"] == served["file"]
     assert (out / "serving.png").stat().st_size > 5000
     assert "batching" in r.stdout and "served / raw" in r.stdout
+    # the same texts over the Open Inference Protocol (HTTP JSON, HTTP binary, gRPC) beside /v1
+    protos = {(p["endpoint"], p["protocol"]): p for p in report["protocols"]}
+    assert set(protos) == {(e, p) for e in ("sentiment", "translate") for p in ("v1", "v2-json", "v2-binary", "grpc")}
+    for (endpoint, _), p in protos.items():
+        assert p["rps"] > 0 and p["over_v1"] == pytest.approx(p["rps"] / protos[(endpoint, "v1")]["rps"])
+    assert report["details"]["grpc"]["sentiment"]["requests"] == 48
+    assert (out / "protocols.png").stat().st_size > 5000 and "× /v1" in r.stdout
 
 
 @pytest.mark.slow

@@ -203,6 +203,31 @@ def test_benchmark_table_is_bench_results_serving_json():
     check_rows(rows, want, "docs/benchmarks.md")
 
 
+def test_protocol_table_is_bench_results_serving_json():
+    rows = table(page_text("docs/benchmarks.md"), "endpoint / protocol")
+    want = {
+        f"{p['endpoint']} / {p['protocol']}": [
+            p["rps"], p["over_v1"], p["p50_ms"], p["p99_ms"], p["mean_batch"], p["server_cpu_ms"], p["client_cpu_ms"]
+        ]
+        for p in load("bench/results/serving.json")["protocols"]
+    }  # fmt: skip
+    assert len(want) == 8
+    check_rows(rows, want, "docs/benchmarks.md")
+
+
+def test_perf_analyzer_table_is_bench_results_perf_analyzer_json():
+    rows = table(page_text("docs/oip.md"), "model / protocol")
+    want = {}
+    for r in load("bench/results/perf_analyzer.json")["results"]:
+        s = r["server"]
+        assert s["failures"] == 0
+        want[f"{r['model']} / {r['protocol']}"] = [
+            r["concurrency"], r["throughput_infer_per_s"], r["p50_us"] / 1000, r["p99_us"] / 1000,
+            s["requests"], s["failures"], s["success_us"] / 1000, s["queue_us"] / 1000, s["compute_infer_us"] / 1000,
+        ]  # fmt: skip
+    check_rows(rows, want, "docs/oip.md")
+
+
 def test_soak_table_and_verdict_are_bench_results_soak_json():
     text = page_text("docs/reliability.md")
     soak = load("bench/results/soak.json")
