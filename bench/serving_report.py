@@ -3,6 +3,7 @@ was measured), the markdown table `python -m bench.serving` prints, and its plot
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def plot_protocols(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(f"{ep}: throughput by protocol (median, range over rounds)")
         ax.set_ylabel("requests/s")
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
