@@ -9,6 +9,11 @@ import time
 
 from service.schemas import REQUEST_ID
 
+# Characters that end a line for str.splitlines() and for many log tools, though JSON lets them
+# stand unescaped in a string: escaped, so that one record stays one line whatever a client puts
+# in a path (a fuzzer's model name in /v2/models/{name}/infer found it).
+_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -28,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def configure(level: str | int = "info", *_, **__) -> None:

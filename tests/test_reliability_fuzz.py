@@ -64,6 +64,45 @@ def test_fuzz(api, server, path, mode):
         assert statuses[422] >= total * 0.5, statuses  # mostly refused by validation, not by accident
 
 
+OIP_INFER = "/v2/models/{model_name}/infer"
+
+
+@pytest.mark.parametrize("model", ["sentiment", "translate-en-de"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_fuzz_oip_inference(api, server, mode, model):
+    """The Open Inference Protocol's inference route, from its OpenAPI description, on a real model:
+    any tensors. Its schema is the protocol's (any name, datatype, shape), so a schema-valid request
+    is mostly refused too (no such input, datatype or shape): every answer must be a documented
+    status with a body that fits its schema, a 200 only with outputs, and never a 5xx."""
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    op = api[OIP_INFER]["POST"]
+    statuses: Counter[int] = Counter()
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=op.as_strategy(generation_mode=mode))
+    def run(case):
+        case.path_parameters = {"model_name": model}
+        r = case.call_and_validate(base_url=server.url, timeout=60, excluded_checks=[positive_data_acceptance])
+        statuses[r.status_code] += 1
+        if r.status_code == 200:
+            assert r.json()["outputs"]
+        else:
+            assert r.json()["error"]
+
+    run()
+    for status, n in statuses.items():
+        SEEN[(OIP_INFER.replace("{model_name}", model), mode.value, status)] += n
+    assert sum(statuses.values()) >= EXAMPLES * 0.9, statuses
+    assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
+
+
 def test_boundary_values_and_examples_of_every_operation(server, tmp_path):
     """`st run` with the documented examples and the coverage phase (boundaries: 0, 1, 63, 64 and
     65 texts, a text one character over the limit, beam 0, 1, 8 and 9, 3.0 for 3, missing and null
