@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics as M
 from service.admission import Admission, Refusal
 from service.batching.watchdog import ServiceState
-from service.oip.rest import HEADER_LENGTH, OipRest, error_body, infer_target
+from service.oip.rest import HEADER_LENGTH, OipRest, decode_body, error_body, infer_target
+from service.oip.tensors import OipError
 from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits
 from service.settings import Settings
 
@@ -239,6 +240,12 @@ class Gateway:
             body = await self._read_body(receive, send, endpoint, protocol) if post else None
             if post and body is None:  # answered (413, 422) or the client went away
                 return
+            if body is not None and protocol == "v2":  # Triton's clients may compress the request
+                try:
+                    body = decode_body(body, headers.get("content-encoding", ""), self.s.max_payload_bytes)
+                except OipError as e:
+                    await _error(send, protocol, e.status, e.message)
+                    return
             await asyncio.wait_for(self._forward(scope, receive, send, body, answer), self.s.request_timeout + 5)
         except asyncio.TimeoutError:
             M.REJECTED.labels(endpoint, "timeout").inc()

@@ -15,6 +15,7 @@ import inspect
 import json
 import re
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,26 @@ MODEL_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^
 
 def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """The request body as sent before its Content-Encoding (gzip or deflate, which Triton's clients
+    offer: request_compression_algorithm), at most `limit` bytes once inflated (else 413)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise OipError(415, f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise bad(f"request body is not valid {encoding} data ({e})") from None
+    if len(out) > limit:
+        raise OipError(413, f"request body exceeds the limit of {limit} bytes once inflated")
+    if not inflater.eof:
+        raise bad(f"request body ends inside its {encoding} stream")
+    return out
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:

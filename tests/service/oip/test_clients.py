@@ -312,3 +312,29 @@ def test_raw_http_errors_are_oip_error_bodies(server):
         assert r.status_code == status, (r.request.url, r.text)
         assert says in r.json()["error"], (r.request.url, r.text)
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_compressed_requests_as_tritonclient_sends_them(server):
+    import gzip
+    import zlib
+
+    h = thttp.InferenceServerClient(f"127.0.0.1:{server.port}")
+    want = [e["label"] for e in v1(server, "sentiment", {"texts": REVIEWS})["results"]]
+    for algorithm in ("gzip", "deflate"):
+        r = h.infer("sentiment", [text_input(thttp, REVIEWS)], request_compression_algorithm=algorithm)
+        assert [s(b) for b in r.as_numpy("LABEL")] == want, algorithm
+    h.close()
+    url = f"{server.url}/v2/models/sentiment/infer"
+    bomb = gzip.compress(b'{"inputs": [' + b" " * 3_000_000 + b"]}")  # 3 MB once inflated, 3 KB sent
+    cases = [
+        (httpx.post(url, content=bomb, headers={"Content-Encoding": "gzip"}), 413, "once inflated"),
+        (httpx.post(url, content=b"\x1f\x8b junk", headers={"Content-Encoding": "gzip"}), 400, "not valid gzip"),
+        (
+            httpx.post(url, content=zlib.compress(b"{}")[:-3], headers={"Content-Encoding": "deflate"}),
+            400,
+            "ends inside",
+        ),
+        (httpx.post(url, content=b"{}", headers={"Content-Encoding": "br"}), 415, "not supported"),
+    ]
+    for r, status, says in cases:
+        assert r.status_code == status and says in r.json()["error"], r.text
