@@ -289,7 +289,8 @@ class OipRest:
             responses={
                 **errors,
                 401: {"model": OipErrorBody, "description": "missing or wrong API key (when the server requires one)"},
-                413: {"model": OipErrorBody, "description": "request body larger than the limit"},
+                413: {"model": OipErrorBody, "description": "request body larger than the limit (once inflated)"},
+                415: {"model": OipErrorBody, "description": "a Content-Encoding other than gzip or deflate"},
                 429: {"model": OipErrorBody, "description": "queue full: retry after Retry-After seconds"},
                 503: {"model": OipErrorBody, "description": "an inference worker died or the server is shutting down"},
                 504: {"model": OipErrorBody, "description": "request not answered in time"},
