@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service import metrics as M
@@ -20,6 +21,12 @@ class Refusal:
     reason: str  # the rnnserve_requests_rejected_total reason
     message: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def presented_key(get: Callable[[str, str], str]) -> str:
+    """The API key a request presents, from HTTP headers or gRPC metadata (`get(name, default)`):
+    `x-api-key`, else `authorization: Bearer <key>`."""
+    return get("x-api-key", "") or get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def busy(max_queue: int) -> Refusal:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import math
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -30,6 +32,13 @@ from pydantic_core import PydanticCustomError
 # The X-Request-ID of the request being parsed (set by the HTTP middleware), so that it travels
 # with the parsed request into the inference worker.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id(given: str) -> str:
+    """The id a request is known by: the client's (X-Request-ID header, x-request-id gRPC metadata)
+    when it is sane, else a new one."""
+    return given if _SANE_ID.match(given) else uuid.uuid4().hex
 
 
 @dataclass(frozen=True)

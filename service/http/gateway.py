@@ -18,24 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics as M
-from service.admission import Admission, Refusal
+from service.admission import Admission, Refusal, presented_key
 from service.batching.watchdog import ServiceState
 from service.oip.rest import HEADER_LENGTH, OipRest, decode_body, error_body, infer_target
 from service.oip.tensors import OipError
-from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits
+from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits, request_id
 from service.settings import Settings
 
 log = logging.getLogger("service.http")
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 async def _error(send: Send, protocol: str, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -56,10 +53,6 @@ async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -
     hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body})
-
-
-def _api_key(headers: Headers) -> str:
-    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -107,8 +100,7 @@ class Gateway:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        given = headers.get("x-request-id", "")
-        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        rid = request_id(headers.get("x-request-id", ""))
         token, limits_token = REQUEST_ID.set(rid), REQUEST_LIMITS.set(self.limits)
         path: str = scope["path"]
         state = {"status": 500, "started": False}
@@ -179,7 +171,7 @@ class Gateway:
             return "other"
         target = infer_target(path)
         if target is None or scope["method"] != "POST":
-            refusal = self.admission.check("other", _api_key(headers))
+            refusal = self.admission.check("other", presented_key(headers.get))
             if refusal is not None:
                 await _refuse(send, "v2", refusal)
             else:
@@ -209,7 +201,7 @@ class Gateway:
         answer: Answer,
     ) -> None:
         """The checks every inference request passes, then `answer` (or the app) within the deadline."""
-        refusal = self.admission.check(endpoint, _api_key(headers))
+        refusal = self.admission.check(endpoint, presented_key(headers.get))
         if refusal is not None:
             await _refuse(send, protocol, refusal)
             return

@@ -18,10 +18,9 @@ shutdown).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,14 +33,13 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import metrics as M
-from service.admission import Admission, Refusal
+from service.admission import Admission, Refusal, presented_key
 from service.oip.rest import OipRest
 from service.oip.tensors import NUMPY_TYPES, OipError, Tensor, bad, check_header, element_count, from_raw, to_raw
-from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits
+from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits, request_id
 from service.settings import Settings
 
 log = logging.getLogger("service.grpc")
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 # HTTP status -> gRPC code (the metrics keep the HTTP status, whatever the protocol)
 CODES = {
@@ -101,20 +99,48 @@ def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
     return out
 
 
+INFERENCE = ("sentiment", "translate")  # metrics labels of inference; anything else is "health" or "other"
+
+
+def rpc(label: str | Callable[[Servicer, Any], str], *, guarded: bool = False) -> Callable:
+    """An RPC of the servicer, run by `Servicer._call` under its metrics `label` (or the label
+    computed from the request); `guarded`: the API key and a dead worker are checked first."""
+
+    def wrap(fn: Callable[[Servicer, Any, aio.ServicerContext], Awaitable[Any]]) -> Callable:
+        @functools.wraps(fn)
+        async def method(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
+            name = label if isinstance(label, str) else label(self, request)
+            return await self._call(fn, request, context, name, guarded)
+
+        return method
+
+    return wrap
+
+
+def _family(servicer: Servicer, request: pb.ModelInferRequest) -> str:
+    model = servicer.registry.models.get(request.model_name)
+    return model.family if model is not None else "other"
+
+
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, rest: OipRest, admission: Admission, limits: Limits, request_timeout: float):
         self.rest, self.registry, self.inference = rest, rest.registry, rest.inference
         self.admission, self.limits, self.request_timeout = admission, limits, request_timeout
 
-    async def _call(self, context: aio.ServicerContext, label: str, body: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one RPC: request id and limits in context, errors as gRPC status, metrics and a log line."""
-        meta = dict(context.invocation_metadata() or ())
-        given = str(meta.get("x-request-id", ""))
-        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+    async def _call(self, fn: Callable, request: Any, context: aio.ServicerContext, label: str, guarded: bool) -> Any:
+        """Run one RPC: request id and limits in context, the API key checked if `guarded`, errors
+        as gRPC status, metrics and (inference) a log line."""
+        meta = {k: str(v) for k, v in context.invocation_metadata() or ()}
+        rid = request_id(meta.get("x-request-id", ""))
         token, limits_token = REQUEST_ID.set(rid), REQUEST_LIMITS.set(self.limits)
         status, t0 = 200, time.perf_counter()
         try:
-            return await body()
+            if guarded:
+                endpoint = label if label in INFERENCE else "other"
+                refusal = self.admission.check(endpoint, presented_key(meta.get), "the x-api-key metadata")
+                if refusal is not None:
+                    raise _error(refusal)
+            return await fn(self, request, context)
         except OipError as e:
             status = e.status
             trailer = [(k.lower(), v) for k, v in e.headers.items() if k.lower() in ("retry-after", "www-authenticate")]
@@ -132,7 +158,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             dt = time.perf_counter() - t0
             M.REQUESTS.labels(label, str(status), "grpc").inc()
-            if label in ("sentiment", "translate"):
+            if label in INFERENCE:
                 M.REQUEST_LATENCY.labels(label, "grpc").observe(dt)
                 log.info(
                     "request",
@@ -147,100 +173,65 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             REQUEST_ID.reset(token)
             REQUEST_LIMITS.reset(limits_token)
 
-    def _authorized(self, context: aio.ServicerContext, endpoint: str) -> None:
-        meta = dict(context.invocation_metadata() or ())
-        given = str(meta.get("x-api-key") or str(meta.get("authorization", "")).removeprefix("Bearer ").strip())
-        refusal = self.admission.check(endpoint, given, "the x-api-key metadata")
-        if refusal is not None:
-            raise _error(refusal)
-
     # -- health and metadata ----------------------------------------------------------------------
 
+    @rpc("health")
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext) -> pb.ServerLiveResponse:
-        async def body() -> pb.ServerLiveResponse:
-            return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=True)
 
-        return await self._call(context, "health", body)
-
+    @rpc("health")
     async def ServerReady(self, request: pb.ServerReadyRequest, context: aio.ServicerContext) -> pb.ServerReadyResponse:
-        async def body() -> pb.ServerReadyResponse:
-            return pb.ServerReadyResponse(ready=self.rest.ready())
+        return pb.ServerReadyResponse(ready=self.rest.ready())
 
-        return await self._call(context, "health", body)
-
+    @rpc("health", guarded=True)
     async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> pb.ModelReadyResponse:
-        async def body() -> pb.ModelReadyResponse:
-            self._authorized(context, "other")
-            try:  # an unknown model or version is not ready (as Triton answers; HTTP says 404)
-                self.registry.get(request.name, request.version)
-            except OipError:
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=self.rest.ready())
+        try:  # an unknown model or version is not ready (as Triton answers; HTTP says 404)
+            self.registry.get(request.name, request.version)
+        except OipError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.rest.ready())
 
-        return await self._call(context, "health", body)
-
+    @rpc("other")
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        async def body() -> pb.ServerMetadataResponse:
-            return pb.ServerMetadataResponse(**self.rest.server_metadata())
+        return pb.ServerMetadataResponse(**self.rest.server_metadata())
 
-        return await self._call(context, "other", body)
-
+    @rpc("other", guarded=True)
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        async def body() -> pb.ModelMetadataResponse:
-            self._authorized(context, "other")
-            return json_format.ParseDict(
-                self.registry.get(request.name, request.version).metadata(), pb.ModelMetadataResponse()
-            )
+        metadata = self.registry.get(request.name, request.version).metadata()
+        return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
 
-        return await self._call(context, "other", body)
-
+    @rpc("other", guarded=True)
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: aio.ServicerContext) -> pb.ModelConfigResponse:
-        async def body() -> pb.ModelConfigResponse:
-            self._authorized(context, "other")
-            config = self.registry.get(request.name, request.version).config(self.rest.max_batch_size)
-            return pb.ModelConfigResponse(config=json_format.ParseDict(config, mc.ModelConfig()))
+        config = self.registry.get(request.name, request.version).config(self.rest.max_batch_size)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, mc.ModelConfig()))
 
-        return await self._call(context, "other", body)
-
+    @rpc("other", guarded=True)
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        async def body() -> pb.ModelStatisticsResponse:
-            self._authorized(context, "other")
-            names = (
-                [self.registry.get(request.name, request.version).name] if request.name else list(self.registry.models)
-            )
-            return json_format.ParseDict(self.inference.stats.report(names), pb.ModelStatisticsResponse())
-
-        return await self._call(context, "other", body)
+        names = [self.registry.get(request.name, request.version).name] if request.name else list(self.registry.models)
+        return json_format.ParseDict(self.inference.stats.report(names), pb.ModelStatisticsResponse())
 
     # -- inference --------------------------------------------------------------------------------
 
+    @rpc(_family, guarded=True)
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        model = self.registry.models.get(request.model_name)
-        endpoint = model.family if model is not None else "other"
-
-        async def body() -> pb.ModelInferResponse:
-            t0 = time.perf_counter_ns()
-            self._authorized(context, endpoint)
-            refusal = self.admission.enter(endpoint)
-            if refusal is not None:
-                raise _error(refusal)
-            try:
-                return await asyncio.wait_for(self._infer(request, t0), self.request_timeout + 5)
-            except asyncio.TimeoutError:
-                M.REJECTED.labels(endpoint, "timeout").inc()
-                raise OipError(
-                    504, f"request not answered within {self.request_timeout + 5:.0f} s; retry later"
-                ) from None
-            finally:
-                self.admission.leave(endpoint)
-
-        return await self._call(context, endpoint, body)
+        t0 = time.perf_counter_ns()
+        endpoint = _family(self, request)
+        refusal = self.admission.enter(endpoint)
+        if refusal is not None:
+            raise _error(refusal)
+        try:
+            return await asyncio.wait_for(self._infer(request, t0), self.request_timeout + 5)
+        except asyncio.TimeoutError:
+            M.REJECTED.labels(endpoint, "timeout").inc()
+            raise OipError(504, f"request not answered within {self.request_timeout + 5:.0f} s; retry later") from None
+        finally:
+            self.admission.leave(endpoint)
 
     async def _infer(self, request: pb.ModelInferRequest, t0: int) -> pb.ModelInferResponse:
         model = self.registry.get(request.model_name, request.model_version)
