@@ -15,7 +15,6 @@ can share its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,6 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    description: str = ""
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -50,7 +48,7 @@ class TensorSpec:
         return {"name": self.name, "data_type": dt, "dims": list(self.shape)}
 
 
-TEXT = TensorSpec("TEXT", "BYTES", (-1,), "UTF-8 texts, one per element")
+TEXT = TensorSpec("TEXT", "BYTES", (-1,))  # UTF-8 texts, one per element
 
 
 def _explain(e: ValidationError, what: str) -> str:
@@ -154,8 +152,8 @@ class OipModel:
 class SentimentOip(OipModel):
     family = "sentiment"
     outputs = (
-        TensorSpec("LABEL", "BYTES", (-1,), "negative or positive"),
-        TensorSpec("PROBABILITIES", "FP32", (-1, 2), "calibrated probabilities of negative and positive"),
+        TensorSpec("LABEL", "BYTES", (-1,)),  # negative or positive
+        TensorSpec("PROBABILITIES", "FP32", (-1, 2)),  # calibrated probabilities of negative and positive
     )
     request_model = SentimentRequest
 
@@ -172,8 +170,8 @@ class SentimentOip(OipModel):
 class TranslateOip(OipModel):
     family = "translate"
     outputs = (
-        TensorSpec("TRANSLATION", "BYTES", (-1, -1), "[text, hypothesis]: n_best translations, best first"),
-        TensorSpec("SCORE", "FP32", (-1, -1), "[text, hypothesis]: length-normalized log-probabilities"),
+        TensorSpec("TRANSLATION", "BYTES", (-1, -1)),  # [text, hypothesis]: n_best translations, best first
+        TensorSpec("SCORE", "FP32", (-1, -1)),  # [text, hypothesis]: length-normalized log-probabilities
     )
     parameters = ("beam_size", "max_length", "n_best")
     request_model = TranslateRequest
@@ -221,12 +219,6 @@ class Registry:
                     f"translate-{meta['config']['src_lang']}-{meta['config']['tgt_lang']}", meta["version"], meta
                 )
                 self.models[m.name] = m
-
-    @classmethod
-    def from_folder(cls, models_dir: Path) -> Registry:
-        from service.runtime.artifacts import find_artifacts, load_metadata
-
-        return cls({name: load_metadata(folder) for name, folder in find_artifacts(models_dir).items()})
 
     def get(self, name: str, version: str | None = None) -> OipModel:
         m = self.models.get(name)

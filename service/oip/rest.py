@@ -27,6 +27,8 @@ from service import __version__
 from service.oip.infer import Inference
 from service.oip.models import OipModel, Registry
 from service.oip.schemas import (
+    SENTIMENT_EXAMPLE,
+    TRANSLATION_EXAMPLE,
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -255,28 +257,15 @@ class OipRest:
         route(infer, inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request))
 
         suffix = " (a given version)" if versioned else ""
-        app.get(prefix, tags=tag, summary=f"Model metadata{suffix}", response_model=ModelMetadata, responses=errors)(
-            metadata
-        )
-        app.get(
-            f"{prefix}/ready",
-            tags=tag,
-            summary=f"Model ready{suffix}",
-            response_class=Response,
-            responses={**errors, 200: {"description": "ready (no body)"}, 503: {"description": "not ready (no body)"}},
-        )(model_ready)
-        app.get(
-            f"{prefix}/config",
-            tags=tag,
-            summary=f"Model configuration (Triton's model configuration extension){suffix}",
-            responses=errors,
-        )(config)
-        app.get(
-            f"{prefix}/stats",
-            tags=tag,
-            summary=f"Model statistics (Triton's statistics extension){suffix}",
-            responses=errors,
-        )(stats)
+        no_body = {200: {"description": "ready (no body)"}, 503: {"description": "not ready (no body)"}}
+        gets = [
+            ("", metadata, "Model metadata", {"response_model": ModelMetadata}),
+            ("/ready", model_ready, "Model ready", {"response_class": Response, "responses": {**errors, **no_body}}),
+            ("/config", config, "Model configuration (Triton's model configuration extension)", {}),
+            ("/stats", stats, "Model statistics (Triton's statistics extension)", {}),
+        ]
+        for path, fn, summary, extra in gets:
+            app.get(f"{prefix}{path}", tags=tag, summary=f"{summary}{suffix}", **{"responses": errors, **extra})(fn)
         app.post(
             f"{prefix}/infer",
             tags=tag,
@@ -301,7 +290,10 @@ class OipRest:
                     "content": {
                         "application/json": {
                             "schema": inline_schema(InferenceRequest),
-                            "examples": _examples(versioned),
+                            "examples": {
+                                "sentiment": {"value": SENTIMENT_EXAMPLE},
+                                "translation, 2-best": {"value": TRANSLATION_EXAMPLE},
+                            },
                         }
                     },
                 }
@@ -325,28 +317,3 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     return resolve(schema)
-
-
-def _examples(versioned: bool) -> dict[str, Any]:
-    return {
-        "sentiment": {
-            "value": {
-                "id": "42",
-                "inputs": [
-                    {
-                        "name": "TEXT",
-                        "shape": [2],
-                        "datatype": "BYTES",
-                        "data": ["A wonderful, moving film.", "Two hours I will never get back."],
-                    }
-                ],
-            }
-        },
-        "translation, 2-best": {
-            "value": {
-                "parameters": {"beam_size": 5, "n_best": 2},
-                "inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["Two dogs play in the snow."]}],
-                "outputs": [{"name": "TRANSLATION"}],
-            }
-        },
-    }

@@ -27,25 +27,27 @@ class RequestOutput(BaseModel):
     parameters: Parameters | None = Field(None, description="binary_data: true returns this output as raw bytes")
 
 
+# Requests the OpenAPI description shows (the inference route's examples, the schema's example).
+SENTIMENT_EXAMPLE: dict[str, Any] = {
+    "id": "42",
+    "inputs": [
+        {
+            "name": "TEXT",
+            "shape": [2],
+            "datatype": "BYTES",
+            "data": ["A wonderful, moving film.", "Two hours I will never get back."],
+        }
+    ],
+}
+TRANSLATION_EXAMPLE: dict[str, Any] = {
+    "parameters": {"beam_size": 5, "n_best": 2},
+    "inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["Two dogs play in the snow."]}],
+    "outputs": [{"name": "TRANSLATION"}],
+}
+
+
 class InferenceRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "42",
-                    "inputs": [
-                        {
-                            "name": "TEXT",
-                            "shape": [2],
-                            "datatype": "BYTES",
-                            "data": ["A wonderful, moving film.", "Two hours I will never get back."],
-                        }
-                    ],
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SENTIMENT_EXAMPLE]})
     id: str | None = Field(None, description="echoed in the response")
     parameters: Parameters | None = Field(
         None,
