@@ -14,7 +14,9 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -32,10 +34,8 @@ def api(server):
     return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-@pytest.mark.parametrize("path", ["/v1/sentiment", "/v1/translate"])
-def test_fuzz(api, server, path, mode):
-    op = api[path]["POST"]
+def fuzz(op, mode: GenerationMode, send: Callable[[Any], int], seen_as: str) -> Counter[int]:
+    """Send EXAMPLES generated cases of `op` in `mode` through `send` (case -> status); the statuses."""
     statuses: Counter[int] = Counter()
 
     @settings(
@@ -47,16 +47,25 @@ def test_fuzz(api, server, path, mode):
     )
     @given(case=op.as_strategy(generation_mode=mode))
     def run(case):
-        # All of schemathesis' checks: no 5xx, status code documented, content type, headers and
-        # body conform to the schema; valid data accepted, invalid data rejected.
-        r = case.call_and_validate(base_url=server.url, timeout=60)
-        statuses[r.status_code] += 1
+        statuses[send(case)] += 1
 
     run()
     for status, n in statuses.items():
-        SEEN[(path, mode.value, status)] += n
+        SEEN[(seen_as, mode.value, status)] += n
+    assert sum(statuses.values()) >= EXAMPLES * 0.9, statuses  # the examples really reached the server
+    return statuses
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+@pytest.mark.parametrize("path", ["/v1/sentiment", "/v1/translate"])
+def test_fuzz(api, server, path, mode):
+    def send(case) -> int:
+        # All of schemathesis' checks: no 5xx, status code documented, content type, headers and
+        # body conform to the schema; valid data accepted, invalid data rejected.
+        return case.call_and_validate(base_url=server.url, timeout=60).status_code
+
+    statuses = fuzz(api[path]["POST"], mode, send, path)
     total = sum(statuses.values())
-    assert total >= EXAMPLES * 0.9, statuses  # the examples really reached the server
     if mode == GenerationMode.POSITIVE:
         assert set(statuses) == {200}, statuses
     else:
@@ -76,30 +85,16 @@ def test_fuzz_oip_inference(api, server, mode, model):
     status with a body that fits its schema, a 200 only with outputs, and never a 5xx."""
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    op = api[OIP_INFER]["POST"]
-    statuses: Counter[int] = Counter()
-
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=op.as_strategy(generation_mode=mode))
-    def run(case):
+    def send(case) -> int:
         case.path_parameters = {"model_name": model}
         r = case.call_and_validate(base_url=server.url, timeout=60, excluded_checks=[positive_data_acceptance])
-        statuses[r.status_code] += 1
         if r.status_code == 200:
             assert r.json()["outputs"]
         else:
             assert r.json()["error"]
+        return r.status_code
 
-    run()
-    for status, n in statuses.items():
-        SEEN[(OIP_INFER.replace("{model_name}", model), mode.value, status)] += n
-    assert sum(statuses.values()) >= EXAMPLES * 0.9, statuses
+    statuses = fuzz(api[OIP_INFER]["POST"], mode, send, OIP_INFER.replace("{model_name}", model))
     assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
 
 

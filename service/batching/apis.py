@@ -272,12 +272,13 @@ class TranslateAPI(_Base):
                         a["weights"] = np.round(np.asarray(a["weights"], dtype=np.float64), 4).tolist()
                     res.append(item)
                     k += 1
-                out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res, "first": i == idx[0]}
+                out[i] = {"model": {"name": tm.name, "version": tm.version}, "results": res}
         self._observe(reqs, n_texts, started)
         infer_ns = int((time.time() - started) * 1e9)
         M.INFERENCE_TIME.labels(self.endpoint).observe(infer_ns / 1e9)
-        for r, o in zip(reqs, out):
-            o["timing"] = (_queue_ns(r, started), infer_ns, o.pop("first"))
+        firsts = {idx[0] for idx in groups.values()}  # each model's first request in this batch
+        for i, (r, o) in enumerate(zip(reqs, out)):
+            o["timing"] = (_queue_ns(r, started), infer_ns, i in firsts)
         return out if isinstance(x, list) else out[0]
 
     def encode_response(self, output: dict) -> TranslateResponse:

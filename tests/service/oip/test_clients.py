@@ -13,7 +13,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from tests.service_http import inference_workers, metrics, sample
+from tests.service_http import frozen, in_flight, inference_workers, metrics, sample, wait_for
 
 REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "naïve ☕ but fine"]
 SENTENCES = ["A dog runs in the park.", "Two men sit on a bench."]
@@ -267,14 +267,10 @@ def test_a_full_queue_refuses_v2_and_grpc_with_retry_after(start_server):
 
 
 def _frozen_workers(srv):
-    from tests.service_http import frozen
-
     return frozen(inference_workers(srv.proc.pid))
 
 
 def _wait_in_flight(srv):
-    from tests.service_http import in_flight, wait_for
-
     wait_for(lambda: in_flight(srv.url, "sentiment") >= 1, what="the first request to be in flight")
 
 
