@@ -3,11 +3,14 @@ was measured), the markdown table `python -m bench.serving` prints, and its plot
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 TARGET_BATCHING, TARGET_RAW = 3.0, 0.70  # batching >= 3x, served >= 70% of raw
+TARGET_PROTOCOL = 0.90  # every protocol within 10% of /v1's throughput
 
 
 def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,40 +66,50 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+@contextlib.contextmanager
+def _figure(path: Path, title: str, rows: int, cols: int, size: tuple[float, float]) -> Iterator[Any]:
+    """A grid of axes, saved to `path` under `title` (wrapped) when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.4 * len(rows)), squeeze=False)
-    for k, r in enumerate(rows):
-        ax = axes[k][0]
-        names = ["raw, batches\n(no HTTP)", "served\nbatched", "raw, one\nper call", "served\nbatch size 1"]
-        vals = [r["raw_rps"], r["batched_rps"], r["raw_single_rps"], r["unbatched_rps"]]
-        bars = ax.bar(names, vals, color=["#999999", "#2b6cb0", "#cccccc", "#c05621"])
-        ax.bar_label(bars, fmt="%.0f")
-        ax.set_title(
-            f"{r['endpoint']}: throughput (c={r['concurrency']})\n"
-            f"batching {r['batching_speedup']:.1f}×, served {r['served_over_raw']:.0%} of raw"
-        )
-        ax.set_ylabel("requests / s")
-        ax.margins(y=0.15)
-        ax = axes[k][1]
-        x = [0, 1]
-        ax.bar([i - 0.2 for i in x], [r["batched_p50_ms"], r["unbatched_p50_ms"]], 0.4, label="p50", color="#2b6cb0")
-        ax.bar([i + 0.2 for i in x], [r["batched_p99_ms"], r["unbatched_p99_ms"]], 0.4, label="p99", color="#90cdf4")
-        ax.set_xticks(x, ["batched", "batch size 1"])
-        ax.set_ylabel("latency (ms)")
-        ax.set_title(f"{r['endpoint']}: latency")
-        ax.legend()
-    fig.suptitle(title, fontsize=8, wrap=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
+    try:
+        yield axes
+        fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
-TARGET_PROTOCOL = 0.90  # every protocol within 10% of /v1's throughput
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    with _figure(path, title, len(rows), 2, (12, 4.4 * len(rows))) as axes:
+        for k, r in enumerate(rows):
+            ax = axes[k][0]
+            names = ["raw, batches\n(no HTTP)", "served\nbatched", "raw, one\nper call", "served\nbatch size 1"]
+            vals = [r["raw_rps"], r["batched_rps"], r["raw_single_rps"], r["unbatched_rps"]]
+            bars = ax.bar(names, vals, color=["#999999", "#2b6cb0", "#cccccc", "#c05621"])
+            ax.bar_label(bars, fmt="%.0f")
+            ax.set_title(
+                f"{r['endpoint']}: throughput (c={r['concurrency']})\n"
+                f"batching {r['batching_speedup']:.1f}×, served {r['served_over_raw']:.0%} of raw"
+            )
+            ax.set_ylabel("requests / s")
+            ax.margins(y=0.15)
+            ax = axes[k][1]
+            x = [0, 1]
+            ax.bar(
+                [i - 0.2 for i in x], [r["batched_p50_ms"], r["unbatched_p50_ms"]], 0.4, label="p50", color="#2b6cb0"
+            )
+            ax.bar(
+                [i + 0.2 for i in x], [r["batched_p99_ms"], r["unbatched_p99_ms"]], 0.4, label="p99", color="#90cdf4"
+            )
+            ax.set_xticks(x, ["batched", "batch size 1"])
+            ax.set_ylabel("latency (ms)")
+            ax.set_title(f"{r['endpoint']}: latency")
+            ax.legend()
 
 
 def protocol_rows(res: dict[str, Any], protocols: list[str]) -> list[dict[str, Any]]:
@@ -143,27 +156,18 @@ def protocol_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_protocols(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     endpoints = sorted({r["endpoint"] for r in rows}, key=["sentiment", "translate"].index)
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(5.5 * len(endpoints), 4), squeeze=False)
-    for ax, ep in zip(axes[0], endpoints):
-        rs = [r for r in rows if r["endpoint"] == ep]
-        names = [r["protocol"] for r in rs]
-        ax.bar(names, [r["rps"] for r in rs], color=["#4c72b0"] + ["#55a868"] * (len(rs) - 1))
-        for i, r in enumerate(rs):
-            lo, hi = min(r["rounds_rps"]), max(r["rounds_rps"])
-            ax.plot([i, i], [lo, hi], color="black", lw=1)
-            ax.annotate(f"{r['over_v1']:.2f}×", (i, r["rps"]), ha="center", va="bottom", fontsize=9)
-        v1 = rs[0]["rps"]
-        ax.axhline(TARGET_PROTOCOL * v1, color="gray", ls="--", lw=1, label=f"{TARGET_PROTOCOL:.0%} of /v1")
-        ax.set_title(f"{ep}: throughput by protocol (median, range over rounds)")
-        ax.set_ylabel("requests/s")
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _figure(path, title, 1, len(endpoints), (5.5 * len(endpoints), 4)) as axes:
+        for ax, ep in zip(axes[0], endpoints):
+            rs = [r for r in rows if r["endpoint"] == ep]
+            names = [r["protocol"] for r in rs]
+            ax.bar(names, [r["rps"] for r in rs], color=["#4c72b0"] + ["#55a868"] * (len(rs) - 1))
+            for i, r in enumerate(rs):
+                lo, hi = min(r["rounds_rps"]), max(r["rounds_rps"])
+                ax.plot([i, i], [lo, hi], color="black", lw=1)
+                ax.annotate(f"{r['over_v1']:.2f}×", (i, r["rps"]), ha="center", va="bottom", fontsize=9)
+            v1 = rs[0]["rps"]
+            ax.axhline(TARGET_PROTOCOL * v1, color="gray", ls="--", lw=1, label=f"{TARGET_PROTOCOL:.0%} of /v1")
+            ax.set_title(f"{ep}: throughput by protocol (median, range over rounds)")
+            ax.set_ylabel("requests/s")
+            ax.legend(loc="lower right", fontsize=8)
