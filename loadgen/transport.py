@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from service import __version__
+from service.oip.tensors import GRPC_CODES
 
 TRANSPORTS = ("httpx", "raw")
 AUTO = "auto"  # raw for http URLs, httpx for https
@@ -198,17 +199,10 @@ class GrpcTransport(_Closing):
     """gRPC unary calls on one channel, bodies as serialized messages both ways (no protobuf work
     on the client: the load's bodies are serialized once, before the run). `path` is the method,
     e.g. /inference.GRPCInferenceService/ModelInfer; an error status comes back as the HTTP status
-    the server's metrics give it (service.oip.grpc.CODES), so the engine counts it like any other."""
+    the server's metrics give it (service.oip.tensors.GRPC_CODES), so the engine counts it like any other."""
 
-    STATUS: ClassVar[dict[str, int]] = {
-        "INVALID_ARGUMENT": 400,
-        "UNAUTHENTICATED": 401,
-        "NOT_FOUND": 404,
-        "RESOURCE_EXHAUSTED": 429,
-        "INTERNAL": 500,
-        "UNAVAILABLE": 503,
-        "DEADLINE_EXCEEDED": 504,
-    }
+    # gRPC code name -> HTTP status; RESOURCE_EXHAUSTED counts as 429 (the queue), not 413
+    STATUS: ClassVar[dict[str, int]] = {name: status for status, name in sorted(GRPC_CODES.items())}
 
     def __init__(self, target: str, *, api_key: str | None = None, timeout: float = 60.0):
         import grpc.aio

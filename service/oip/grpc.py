@@ -35,23 +35,23 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from service import metrics as M
 from service.admission import Admission, Refusal, presented_key
 from service.oip.rest import OipRest
-from service.oip.tensors import NUMPY_TYPES, OipError, Tensor, bad, check_header, element_count, from_raw, to_raw
+from service.oip.tensors import (
+    GRPC_CODES,
+    NUMPY_TYPES,
+    OipError,
+    Tensor,
+    bad,
+    check_header,
+    element_count,
+    from_raw,
+    to_raw,
+)
 from service.schemas import REQUEST_ID, REQUEST_LIMITS, Limits, request_id
 from service.settings import Settings
 
 log = logging.getLogger("service.grpc")
 
-# HTTP status -> gRPC code (the metrics keep the HTTP status, whatever the protocol)
-CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
+CODES = {status: getattr(grpc.StatusCode, name) for status, name in GRPC_CODES.items()}
 # typed contents field of InferTensorContents, by datatype
 CONTENTS = {
     "BOOL": "bool_contents",

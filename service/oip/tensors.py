@@ -36,6 +36,20 @@ DATATYPES = (*NUMPY_TYPES, "BYTES")
 _LEN = struct.Struct("<I")
 
 
+# HTTP status -> the gRPC status code (by name) the protocol answers with over gRPC. The server's
+# metrics keep the HTTP status whatever the protocol; loadgen's gRPC transport maps back with it.
+GRPC_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
 class OipError(Exception):
     """An answer other than success: an HTTP status (gRPC maps it to its own codes) and a message
     saying what to fix."""
