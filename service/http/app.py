@@ -163,6 +163,10 @@ def grpc_service(settings: Settings, oip: OipRest, admission: Admission, limits:
     return serve
 
 
+class PortTaken(RuntimeError):
+    """The gRPC port cannot be bound."""
+
+
 def check_port_free(host: str, port: int) -> None:
     """Fail at start-up, saying which, when the gRPC port is taken (the HTTP process binds it later)."""
     family = socket.AF_INET6 if host == "::" else socket.AF_INET
@@ -170,7 +174,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise ProviderError(f"cannot listen for gRPC on {host}:{port} ({e.strerror}); set --grpc-port") from None
+            raise PortTaken(f"cannot listen for gRPC on {host}:{port} ({e.strerror}); set --grpc-port") from None
 
 
 def run(settings: Settings, state_dir: Path) -> int:
@@ -182,7 +186,7 @@ def run(settings: Settings, state_dir: Path) -> int:
             check_port_free(settings.host, settings.grpc_port)
         provider = check_device(settings)
         server = build(settings, state_dir, provider)
-    except (ArtifactError, ProviderError) as e:
+    except (ArtifactError, ProviderError, PortTaken) as e:
         log.error(str(e), extra={"event": "startup_failed"})
         return EXIT_STARTUP_FAILED
     log.info(
