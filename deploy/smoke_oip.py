@@ -22,6 +22,7 @@ HTTP half with its own python3; tritonclient and numpy are imported by the gRPC 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -84,16 +85,9 @@ def tensor_problems(name: str, outputs: Outputs, want: dict[str, tuple[str, list
         got_type, got_shape, data = outputs[tensor]
         if (got_type, list(got_shape)) != (datatype, shape):
             out.append(f"{name}: {tensor} is {got_type} {list(got_shape)}, not {datatype} {shape}")
-        elif len(data) != _size(shape):
+        elif len(data) != math.prod(shape):
             out.append(f"{name}: {tensor} has {len(data)} elements for shape {shape}")
     return out
-
-
-def _size(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def sentiment_problems(outputs: Outputs, v1: list[dict[str, Any]], texts: list[str], shipped: bool) -> list[str]:
