@@ -24,7 +24,7 @@ from training.sentiment.corpus import load_corpus
 
 
 def train_vectors(
-    data_dir: Path, out: Path, *, dim: int = 128, epochs: int = 5, min_count: int = 2, workers: int = 2, seed: int = 13
+    data_dir: Path, out: Path, *, dim: int = 128, epochs: int = 15, min_count: int = 2, workers: int = 2, seed: int = 13
 ) -> dict:
     t0 = time.time()
     corpus = load_corpus(data_dir)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     train_vectors(a.data_dir or default_data_dir(), a.out, dim=a.dim, epochs=a.epochs, workers=a.workers)
