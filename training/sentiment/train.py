@@ -142,7 +142,7 @@ def prepare(
 
 
 def parse_caps(default: int, overrides: str) -> dict[str, int]:
-    """ "imdb=22500,sst2=30000" -> {"imdb": 22500, "sst2": 30000}; other domains get `default` (key "")."""
+    """ "imdb=22500,sst2=67171" -> {"imdb": 22500, "sst2": 67171}; other domains get `default` (key "")."""
     caps = {"": default}
     for item in filter(None, (s.strip() for s in overrides.split(","))):
         name, _, n = item.partition("=")
