@@ -115,6 +115,36 @@ image-gpu:  ## build the CUDA image rnn-serve:gpu (onnxruntime-gpu, --device cud
 smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifacts, SMOKE_PORT=18080)
 	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
 
+# arm64 from the same Dockerfile, on an arm64 base that deploy/base-image.sh makes with debootstrap;
+# on an x86-64 machine every arm64 step runs under qemu-user 10+ through binfmt_misc (set up by
+# deploy/qemu-binfmt.sh), so these take minutes and are not in make test (docs/deploy.md, arm64:
+# the last run's figures). QEMU_CPU=neoverse-n1 (or another qemu CPU) picks the emulated CPU for
+# smoke-arm64. ARCH_IMAGE_arm64 and ARCH_BASE_arm64 name the images; the same targets work for
+# amd64 (image-amd64, smoke-amd64), natively here.
+ARCH_BASE_amd64 ?= local/python:3.11-bookworm-amd64
+ARCH_BASE_arm64 ?= local/python:3.11-bookworm-arm64
+ARCH_IMAGE_amd64 ?= rnn-serve:amd64
+ARCH_IMAGE_arm64 ?= rnn-serve:arm64
+ARCHES := amd64 arm64
+
+.PHONY: $(addprefix base-image-,$(ARCHES)) $(addprefix image-,$(ARCHES)) $(addprefix verify-,$(ARCHES)) \
+        $(addprefix smoke-,$(ARCHES)) images
+
+$(addprefix base-image-,$(ARCHES)): base-image-%:  ## Debian bookworm + Python base for one architecture (deploy/base-image.sh)
+	deploy/base-image.sh $* $(ARCH_BASE_$*)
+
+$(addprefix image-,$(ARCHES)): image-%: base-image-%  ## the CPU image for linux/amd64 or linux/arm64 (rnn-serve:arm64)
+	docker build --network host --platform linux/$* -f deploy/Dockerfile -t $(ARCH_IMAGE_$*) \
+	  --build-arg BASE_IMAGE=$(ARCH_BASE_$*) .
+
+$(addprefix verify-,$(ARCHES)): verify-%: image-%  ## python -m service.verify inside that image (emulated on another CPU)
+	docker run --rm --platform linux/$* --network none --entrypoint python $(ARCH_IMAGE_$*) -m service.verify
+
+$(addprefix smoke-,$(ARCHES)): smoke-%: base-image-%  ## build, verify, run and probe that image (deploy/smoke.sh; emulated: SLOW=10)
+	PLATFORM=linux/$* BASE_IMAGE=$(ARCH_BASE_$*) IMAGE=$(ARCH_IMAGE_$*) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
+
+images: $(addprefix image-,$(ARCHES))  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
+
 loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
 	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
 	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)
