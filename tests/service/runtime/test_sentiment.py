@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.runtime.artifacts import ArtifactError
-from service.runtime.sentiment import INT8_FILE, INT8_GOLDEN_ATOL, MODEL_FILE, SentimentModel
+from service.runtime.artifacts import ArtifactError, golden_tolerance
+from service.runtime.sentiment import INT8_FILE, MODEL_FILE, SentimentModel
 from tests.conftest import ROOT
 
 
@@ -104,7 +104,7 @@ def test_int8_golden_check_uses_its_own_logits(int8_models, tmp_path):
     art = tmp_path / "sentiment"
     shutil.copytree(int8_models / "sentiment", art)
     meta = json.loads((art / "metadata.json").read_text())
-    meta["golden"]["logits_int8"][0][0] += 3 * INT8_GOLDEN_ATOL
+    meta["golden"]["logits_int8"][0][0] += 3 * golden_tolerance(meta["golden"])
     (art / "metadata.json").write_text(json.dumps(meta))
     SentimentModel(art, precision="fp32").check_golden()  # fp32 is untouched
     with pytest.raises(ArtifactError, match=r"model\.int8\.onnx: golden-input check failed"):
