@@ -118,14 +118,16 @@ smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifac
 # arm64 from the same Dockerfile, on an arm64 base that deploy/base-image.sh makes with debootstrap;
 # on an x86-64 machine every arm64 step runs under qemu-user 10+ through binfmt_misc (set up by
 # deploy/qemu-binfmt.sh), so these take minutes and are not in make test (docs/deploy.md, arm64:
-# the last run's figures). QEMU_CPU=neoverse-n1 (or another qemu CPU) picks the emulated CPU for
-# smoke-arm64. ARCH_IMAGE_arm64 and ARCH_BASE_arm64 name the images; the same targets work for
-# amd64 (image-amd64, smoke-amd64), natively here.
+# the last run's figures). QEMU_CPU is the CPU qemu emulates for verify- and smoke-: Neoverse N1
+# (Graviton2, Ampere Altra) by default; `max` is qemu's every-feature CPU (SVE2, SME). ARCH_IMAGE_arm64
+# and ARCH_BASE_arm64 name the images; the same targets work for amd64 (image-amd64, smoke-amd64),
+# natively here (QEMU_CPU unused).
 ARCH_BASE_amd64 ?= local/python:3.11-bookworm-amd64
 ARCH_BASE_arm64 ?= local/python:3.11-bookworm-arm64
 ARCH_IMAGE_amd64 ?= rnn-serve:amd64
 ARCH_IMAGE_arm64 ?= rnn-serve:arm64
 ARCHES := amd64 arm64
+QEMU_CPU ?= neoverse-n1
 
 .PHONY: $(addprefix base-image-,$(ARCHES)) $(addprefix image-,$(ARCHES)) $(addprefix verify-,$(ARCHES)) \
         $(addprefix smoke-,$(ARCHES)) images
@@ -138,10 +140,12 @@ $(addprefix image-,$(ARCHES)): image-%: base-image-%  ## the CPU image for linux
 	  --build-arg BASE_IMAGE=$(ARCH_BASE_$*) .
 
 $(addprefix verify-,$(ARCHES)): verify-%: image-%  ## python -m service.verify inside that image (emulated on another CPU)
-	docker run --rm --platform linux/$* --network none --entrypoint python $(ARCH_IMAGE_$*) -m service.verify
+	docker run --rm --platform linux/$* --network none -e QEMU_CPU=$(QEMU_CPU) --entrypoint python $(ARCH_IMAGE_$*) \
+	  -m service.verify
 
 $(addprefix smoke-,$(ARCHES)): smoke-%: base-image-%  ## build, verify, run and probe that image (deploy/smoke.sh; emulated: SLOW=10)
-	PLATFORM=linux/$* BASE_IMAGE=$(ARCH_BASE_$*) IMAGE=$(ARCH_IMAGE_$*) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
+	PLATFORM=linux/$* BASE_IMAGE=$(ARCH_BASE_$*) IMAGE=$(ARCH_IMAGE_$*) QEMU_CPU=$(QEMU_CPU) MODELS=$(MODELS) \
+	  PORT=$(SMOKE_PORT) deploy/smoke.sh
 
 images: $(addprefix image-,$(ARCHES))  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
 

@@ -7,9 +7,9 @@
 #
 # The registered interpreter must be qemu QEMU_MIN (default 10) or newer, with the F flag (opened
 # at registration, so it works inside containers). Older ones are not enough: under Debian 12's
-# qemu 7.2 `import onnxruntime` dies with SIGSEGV (qemu passes the host's x86 /proc/cpuinfo, which
-# ONNX Runtime's cpuinfo cannot parse as arm64; qemu 8.2 and later show an emulated one); under
-# qemu 10.0 it imports and runs. When none fits, this script takes qemu-user from Debian's
+# qemu 7.2 `import onnxruntime` dies with SIGSEGV while its cpuinfo probes the CPU (it reads the
+# host's /sys CPU topology, then crashes), and `docker build` of deploy/Dockerfile fails at its
+# import check; under qemu 10.0 it imports and runs. When none fits, this script takes qemu-user from Debian's
 # bookworm-backports (apt-get download into its own lists, nothing installed or upgraded, so
 # the system's qemu packages stay as they are), puts qemu-MACHINE under /opt/rnn-serve-qemu/,
 # disables the other binfmt entries for that architecture and registers it (flags PF).

@@ -21,7 +21,8 @@
 # models/), IMAGE (tag, default rnn-serve:smoke), PORT (default 18080), GRPC_PORT (the server's gRPC port,
 # default PORT+1), DOCKER (default docker), PLATFORM (e.g. linux/arm64; default: the engine's own),
 # SLOW (factor on every timeout: start-up 120 s, requests 30-60 s, healthy 90 s, stop 30 s),
-# QEMU_CPU (the CPU qemu emulates for verify and the server, e.g. neoverse-n1; default qemu's max),
+# QEMU_CPU (the CPU qemu emulates for verify and the server, e.g. neoverse-n1; default qemu's max,
+# every feature at once: SVE2 and SME included),
 # KEEP_IMAGE=1 to keep the image afterwards (it is kept by default; set KEEP_IMAGE=0 to remove it).
 # The container uses host networking and binds 127.0.0.1 only (no bridge network is assumed).
 set -euo pipefail
@@ -59,7 +60,7 @@ else
 fi
 SLOW=${SLOW:-$([ "$emulated" = 1 ] && echo 10 || echo 1)}
 qemu_env=()
-[ -n "${QEMU_CPU:-}" ] && qemu_env=(-e "QEMU_CPU=$QEMU_CPU")
+[ "$emulated" = 1 ] && [ -n "${QEMU_CPU:-}" ] && qemu_env=(-e "QEMU_CPU=$QEMU_CPU")
 
 compgen -G "$MODELS/*/metadata.json" >/dev/null \
   || fail "no model artifacts in $MODELS (expected sentiment/ or translate-xx-yy/ with metadata.json).
