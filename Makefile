@@ -130,7 +130,7 @@ ARCHES := amd64 arm64
 QEMU_CPU ?= neoverse-n1
 
 .PHONY: $(addprefix base-image-,$(ARCHES)) $(addprefix image-,$(ARCHES)) $(addprefix verify-,$(ARCHES)) \
-        $(addprefix smoke-,$(ARCHES)) images
+        $(addprefix smoke-,$(ARCHES)) images image-multiarch
 
 $(addprefix base-image-,$(ARCHES)): base-image-%:  ## Debian bookworm + Python base for one architecture (deploy/base-image.sh)
 	deploy/base-image.sh $* $(ARCH_BASE_$*)
@@ -148,6 +148,12 @@ $(addprefix smoke-,$(ARCHES)): smoke-%: base-image-%  ## build, verify, run and 
 	  PORT=$(SMOKE_PORT) deploy/smoke.sh
 
 images: $(addprefix image-,$(ARCHES))  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
+
+# One tag for both (a manifest list), in a registry: MULTIARCH_REF=registry/rnn-serve:tag (INSECURE=1 over HTTP).
+MULTIARCH_REF ?=
+image-multiarch: images  ## push both images and a manifest list naming them as $(MULTIARCH_REF) (deploy/multiarch.sh)
+	@test -n "$(MULTIARCH_REF)" || { echo "usage: make image-multiarch MULTIARCH_REF=registry/rnn-serve:tag" >&2; exit 1; }
+	IMAGES="$(ARCH_IMAGE_amd64) $(ARCH_IMAGE_arm64)" deploy/multiarch.sh $(MULTIARCH_REF)
 
 loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
 	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \

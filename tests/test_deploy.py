@@ -275,7 +275,7 @@ ARCHES = ("amd64", "arm64")
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
 
 
-@pytest.mark.parametrize("script", ["base-image.sh", "qemu-binfmt.sh"])
+@pytest.mark.parametrize("script", ["base-image.sh", "qemu-binfmt.sh", "multiarch.sh"])
 def test_architecture_scripts_are_executable_and_parse(script):
     path = DEPLOY / script
     assert path.stat().st_mode & 0o111, f"deploy/{script} must be executable"
@@ -327,6 +327,16 @@ def test_make_builds_verifies_and_smokes_each_architecture_on_a_base_of_it(arch)
     env = dict(w.split("=", 1) for w in smoke if "=" in w and not w.startswith("-"))
     assert smoke[-1] == "deploy/smoke.sh"
     assert (env["PLATFORM"], env["BASE_IMAGE"], env["IMAGE"]) == (platform, base, image)
+
+
+def test_make_joins_the_images_it_builds_under_one_multiarch_tag():
+    commands = make_dry_run("image-multiarch", "MULTIARCH_REF=registry.example/rnn-serve:1")
+    images = {build[build.index("-t") + 1] for build in commands if build[:2] == ["docker", "build"]}
+    platforms = {build[build.index("--platform") + 1] for build in commands if build[:2] == ["docker", "build"]}
+    assert platforms == {f"linux/{arch}" for arch in ARCHES}
+    env, script, ref = commands[-1]
+    assert (script, ref) == ("deploy/multiarch.sh", "registry.example/rnn-serve:1")
+    assert env.startswith("IMAGES=") and set(env.removeprefix("IMAGES=").split()) == images
 
 
 def test_smoke_script_builds_and_runs_the_platform_it_is_given_and_waits_longer_under_emulation():
