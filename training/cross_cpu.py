@@ -21,13 +21,14 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.runtime.artifacts import ArtifactError
+from service.runtime.artifacts import ArtifactError, write_metadata
 from service.runtime.providers import Precision
 from service.runtime.sentiment import SentimentModel
 from service.runtime.translation import TranslationModel
@@ -174,10 +175,16 @@ INT8_GOLDEN_KEYS = ("logits_int8", "translations_int8", "scores_int8", "int8_ato
 
 
 def record_cross_cpu(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata with the int8 golden tolerance derived from the measured cross-CPU spread of
-    the artifact in `folder` (written, int8 variant shipped), and the measurement itself. Refuses
-    an int8 file whose labels or translations change with the CPU: it is not portable."""
-    rec = spread(folder, "int8")
+    """`meta` with the int8 golden tolerance derived from the measured cross-CPU spread of the
+    artifact in `folder` (its files as `meta` describes them, int8 variant shipped), and the
+    measurement itself. Measured on a staged copy with `meta` written into it, so that the
+    artifact's own metadata.json is still written once. Refuses an int8 file whose golden labels
+    or translations change with the CPU: it is not portable."""
+    with tempfile.TemporaryDirectory() as td:
+        staged = Path(td) / folder.name
+        shutil.copytree(folder, staged)
+        write_metadata(staged, {k: v for k, v in meta.items() if k != "files"})
+        rec = spread(staged, "int8")
     print(f"{folder.name}: int8 across CPUs: spread {rec['spread']:.1e}, tolerance {rec['tolerance']:.0e}", flush=True)
     if rec["differ"]:
         raise ArtifactError(

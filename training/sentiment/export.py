@@ -292,7 +292,7 @@ def _try_int8(out: Path, meta: dict, val: dict[str, list[Review]], max_drop: flo
     meta["metrics"]["int8"] = result
     if result["shipped"]:  # what the loader's golden check compares the int8 model with
         meta["golden"]["logits_int8"] = rt.logits(rt.encode(GOLDEN_TEXTS)).round(6).tolist()
-        meta = record_cross_cpu(out, write_metadata(out, meta))
+        meta = record_cross_cpu(out, meta)
     else:
         q.unlink()
     return meta

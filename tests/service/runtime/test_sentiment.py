@@ -142,7 +142,9 @@ SHIPPED = ROOT / "models"  # the repository's own
 MAX_LABEL_FLIPS = 0.0025  # fraction of reviews
 MAX_PROBABILITY_SHIFT = 0.07
 CAPTIONS = 300  # translated by each precision, per pair
-MIN_IDENTICAL_TRANSLATIONS = {"en-de": 0.84, "en-fr": 0.91}
+# Word-for-word agreement of int8 with fp32 on these captions may fall this far below the share the
+# export measured on the whole validation split (metrics.int8.validation_identical_to_fp32).
+IDENTICAL_MARGIN = 0.05
 
 
 def shipped_meta(folder: str) -> dict:
@@ -247,5 +249,5 @@ def test_shipped_translation_int8_agrees_with_fp32_as_measured(shipped_servers, 
     assert served_precision(shipped_servers["auto"], "translation", pair) == "int8"
     (out32, bleu32), (out8, bleu8) = both(run, shipped_servers)
     same = np.mean([a == b for a, b in zip(out32, out8, strict=True)])
-    assert same >= MIN_IDENTICAL_TRANSLATIONS[pair], same
+    assert same >= int8["validation_identical_to_fp32"] - IDENTICAL_MARGIN, same
     assert bleu32 - bleu8 <= int8["max_drop"], (bleu32, bleu8)
