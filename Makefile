@@ -126,28 +126,37 @@ ARCH_BASE_amd64 ?= local/python:3.11-bookworm-amd64
 ARCH_BASE_arm64 ?= local/python:3.11-bookworm-arm64
 ARCH_IMAGE_amd64 ?= rnn-serve:amd64
 ARCH_IMAGE_arm64 ?= rnn-serve:arm64
-ARCHES := amd64 arm64
-QEMU_CPU ?= neoverse-n1
+QEMU_CPU ?= $(if $(filter arm64,$(arch)),neoverse-n1,)
 
-.PHONY: $(addprefix base-image-,$(ARCHES)) $(addprefix image-,$(ARCHES)) $(addprefix verify-,$(ARCHES)) \
-        $(addprefix smoke-,$(ARCHES)) images image-multiarch
+.PHONY: base-image-amd64 base-image-arm64 image-amd64 image-arm64 verify-amd64 verify-arm64 smoke-amd64 smoke-arm64 \
+        images image-multiarch
 
-$(addprefix base-image-,$(ARCHES)): base-image-%:  ## Debian bookworm + Python base for one architecture (deploy/base-image.sh)
-	deploy/base-image.sh $* $(ARCH_BASE_$*)
+# One rule per step for both architectures, the architecture read from the target's name; each
+# target also on a line of its own (its prerequisite), so its name is there to find.
+arch = $(lastword $(subst -, ,$@))
 
-$(addprefix image-,$(ARCHES)): image-%: base-image-%  ## the CPU image for linux/amd64 or linux/arm64 (rnn-serve:arm64)
-	docker build --network host --platform linux/$* -f deploy/Dockerfile -t $(ARCH_IMAGE_$*) \
-	  --build-arg BASE_IMAGE=$(ARCH_BASE_$*) .
+base-image-amd64 base-image-arm64:  ## Debian bookworm + Python base for one architecture (deploy/base-image.sh)
+	deploy/base-image.sh $(arch) $(ARCH_BASE_$(arch))
 
-$(addprefix verify-,$(ARCHES)): verify-%: image-%  ## python -m service.verify inside that image (emulated on another CPU)
-	docker run --rm --platform linux/$* --network none -e QEMU_CPU=$(QEMU_CPU) --entrypoint python $(ARCH_IMAGE_$*) \
-	  -m service.verify
+image-amd64: base-image-amd64
+image-arm64: base-image-arm64  ## the CPU image for linux/arm64 (rnn-serve:arm64), or amd64
+image-amd64 image-arm64:
+	docker build --network host --platform linux/$(arch) -f deploy/Dockerfile -t $(ARCH_IMAGE_$(arch)) \
+	  --build-arg BASE_IMAGE=$(ARCH_BASE_$(arch)) .
 
-$(addprefix smoke-,$(ARCHES)): smoke-%: base-image-%  ## build, verify, run and probe that image (deploy/smoke.sh; emulated: SLOW=10)
-	PLATFORM=linux/$* BASE_IMAGE=$(ARCH_BASE_$*) IMAGE=$(ARCH_IMAGE_$*) QEMU_CPU=$(QEMU_CPU) MODELS=$(MODELS) \
-	  PORT=$(SMOKE_PORT) deploy/smoke.sh
+verify-amd64: image-amd64
+verify-arm64: image-arm64  ## python -m service.verify inside that image (emulating QEMU_CPU on another CPU)
+verify-amd64 verify-arm64:
+	docker run --rm --platform linux/$(arch) --network none $(if $(QEMU_CPU),-e QEMU_CPU=$(QEMU_CPU),) --entrypoint python \
+	  $(ARCH_IMAGE_$(arch)) -m service.verify
 
-images: $(addprefix image-,$(ARCHES))  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
+smoke-amd64: base-image-amd64
+smoke-arm64: base-image-arm64  ## build, verify, run and probe that image (deploy/smoke.sh; emulated: SLOW=10)
+smoke-amd64 smoke-arm64:
+	PLATFORM=linux/$(arch) BASE_IMAGE=$(ARCH_BASE_$(arch)) IMAGE=$(ARCH_IMAGE_$(arch)) QEMU_CPU=$(QEMU_CPU) \
+	  MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
+
+images: image-amd64 image-arm64  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
 
 # One tag for both (a manifest list), in a registry: MULTIARCH_REF=registry/rnn-serve:tag (INSECURE=1 over HTTP).
 MULTIARCH_REF ?=
