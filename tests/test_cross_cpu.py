@@ -24,7 +24,9 @@ from training.cross_cpu import EMULATED_CPUS, EMULATION_ENV, deviation, isa, qem
 
 SHIPPED = ROOT / "models"
 PROBABILITY_BOUND = 0.01  # docs/models.md: the documented cross-CPU bound on sentiment probabilities
-BLEU_BOUND = 0.1  # ...and on a translator's BLEU over the sample, where a translation differs
+# ...and, on CPUs without AVX (emulated Nehalem), on translations: at most this share may differ,
+# with the sample's BLEU within this much (AVX2 and newer: none may differ)
+CHANGED_TRANSLATIONS_BOUND, BLEU_BOUND = 0.05, 0.2
 
 needs_qemu = pytest.mark.skipif(qemu() is None, reason="needs qemu-x86_64 (Debian: apt-get install qemu-user)")
 
@@ -116,8 +118,8 @@ def test_a_validation_sample_answers_the_same_natively_and_on_avx2(sample):
 def test_the_recorded_full_sample_run_holds_the_bound():
     """reports/cross_cpu.json, the last full run (2,000 texts, 200 sentences per translator), holds
     docs/models.md's bound for every emulated CPU: no sentiment label differs and no probability
-    moves by more than 0.01; translations are identical, or their BLEU within 0.1 (and identical on
-    AVX2, the acceptance line of issue 20)."""
+    moves by more than 0.01; translations are identical on AVX2 (the acceptance line of issue 20);
+    without AVX at most 5% differ and BLEU stays within 0.2."""
     import json
 
     rec = json.loads((ROOT / "reports" / "cross_cpu.json").read_text())
@@ -130,5 +132,6 @@ def test_the_recorded_full_sample_run_holds_the_bound():
                 assert row["max_probability_shift"] <= PROBABILITY_BOUND
             else:
                 assert row["n"] >= 200 and np.isfinite(row["max_score_diff"])
-                assert row["differ"] == 0 or abs(row["bleu_native"] - row["bleu_emulated"]) <= BLEU_BOUND, (name, cpu)
+                assert row["differ"] <= CHANGED_TRANSLATIONS_BOUND * row["n"], (name, cpu)
+                assert abs(row["bleu_native"] - row["bleu_emulated"]) <= BLEU_BOUND, (name, cpu)
                 assert cpu != "Haswell" or row["differ"] == 0, name
