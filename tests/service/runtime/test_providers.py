@@ -243,3 +243,13 @@ def test_server_with_device_cuda_fails_at_start_up_with_a_clear_error(start_serv
     if "startup_failed" not in logs:
         pytest.fail(f"no start-up failure logged:\n{logs[-2000:]}")
     assert expected in logs and "--device cuda" in logs
+
+
+def test_sessions_opt_out_of_kleidiai_by_a_key_this_onnxruntime_reads():
+    """ONNX Runtime ignores session config keys it does not know, so a renamed key would silently
+    bring back the SME int8 kernels whose answers differ (docs/deploy.md#arm64): the installed
+    library must contain the key, and the options must carry it."""
+    so = P.session_options(1)
+    assert so.get_session_config_entry(P.DISABLE_KLEIDIAI) == "1"
+    binary = next(Path(ort.__file__).parent.joinpath("capi").glob("onnxruntime_pybind11_state*"))
+    assert P.DISABLE_KLEIDIAI.encode() in binary.read_bytes()
