@@ -89,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     align_factor = aligned / plain
     print({"align_factor": align_factor}, flush=True)
 
+    # The worst case through the worker's whole path (beam search, n-best detokenized,
+    # alignments rounded as batching.apis does), against what the fitted model will estimate.
+    worst = sents[:64]
+
+    def whole_path() -> None:
+        src = tm.encode_texts(worst)
+        hyps = tm.translate_ids(src, beam_size=8, n_best=8, attention=True)
+        for k, h in enumerate(hyps):
+            [tm.detok(x) for x in h]
+            a = tm.alignment(src[k], h[0])
+            np.round(np.asarray(a["weights"], dtype=np.float64), 4).tolist()
+
+    worst_ms = cpu_ms(whole_path, 1)
+    print({"worst_case_ms": worst_ms}, flush=True)
+
     sm = SentimentModel(a.models_dir / "sentiment", threads=1, precision="auto")
     reviews = load_texts(dataset_file("sentiment", a.data_dir), limit=256, seed=1)
     sm.predict(reviews[:4])
@@ -111,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "sentiment_request_ms": round(float(s_coef[0]), 3),
         "sentiment_per_char_ms": round(float(s_coef[1]), 6),
     }
+    worst_chars = sum(map(len, worst))
+    worst_estimate = (t_coef[0] + (t_coef[1] + t_coef[2] * 8) * worst_chars) * align_factor
     report = {
         "cpu": cpu_name(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -118,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         "translate_precision": tm.precision,
         "sentiment_precision": sm.precision,
         "measurements": rows,
+        "worst_case": {
+            "texts": 64,
+            "chars": worst_chars,
+            "beam": 8,
+            "n_best": 8,
+            "alignments": True,
+            "measured_ms": round(worst_ms, 1),
+            "estimated_ms": round(float(worst_estimate), 1),
+        },
         "fit_over_measured": [
             round(float(v), 3)
             for v in [(t_coef[0] + t_coef[1] * r["chars"] + t_coef[2] * r["chars"] * r["beam"]) / r["ms"] for r in tr]
