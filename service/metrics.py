@@ -52,14 +52,10 @@ TOKENS = Counter(f"{NS}_tokens_total", "tokens processed", ["endpoint", "kind"])
 DECODE_STEPS = Counter(f"{NS}_decode_steps_total", "decoder steps run (translation)", ["pair"])
 # Fair scheduling (batching.dispatch, in the HTTP process). client_class: "anonymous" or
 # "identified", never the client id itself (bounded cardinality).
-REQUEST_COST = Histogram(
-    f"{NS}_request_cost_seconds",
-    "estimated model time of a request (the scheduler's cost model)",
-    ["endpoint"],
-    buckets=LATENCY_BUCKETS,
-)
 SERVED_COST = Counter(
-    f"{NS}_served_cost_seconds_total", "estimated model time served, by client class", ["endpoint", "client_class"]
+    f"{NS}_served_cost_seconds_total",
+    "model time served by the cost model's estimate, by client class",
+    ["endpoint", "client_class"],
 )
 SCHEDULER_WAIT = Histogram(
     f"{NS}_scheduler_wait_seconds",

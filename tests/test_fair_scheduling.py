@@ -94,7 +94,6 @@ def test_small_requests_are_answered_while_another_clients_heavy_ones_are_in_fli
     m = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'rnnserve_served_cost_seconds_total{client_class="identified",endpoint="translate"}' in m
     assert 'rnnserve_scheduler_wait_seconds_count{client_class="identified",endpoint="translate"}' in m
-    assert "rnnserve_request_cost_seconds_bucket" in m
 
 
 def test_a_client_over_its_share_gets_429_while_another_is_served(start_server):

@@ -76,6 +76,7 @@ class FairDispatch:
         }
         self._uid = uid  # a function making unique request ids (FastPath's)
         self._waiting: dict[int, _Waiting] = {}  # id(job) -> its waiter
+        self._children: dict[tuple, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         """For /info."""
@@ -96,7 +97,6 @@ class FairDispatch:
         parts = split(self.model.text_costs(endpoint, request), self.model.request_ms(endpoint), self.unit_ms)
         costs = [c for *_, c in parts]
         total = sum(costs)
-        M.REQUEST_COST.labels(endpoint).observe(total / 1000)
         refused = sched.admit(client, total)
         if refused is not None:
             M.REJECTED.labels(endpoint, "over_share").inc()
@@ -136,7 +136,7 @@ class FairDispatch:
                 if self.server.is_error(status):
                     return response, True
                 responses.append(response)
-            M.SERVED_COST.labels(endpoint, client_class(client)).inc(total / 1000)
+            self._metric(M.SERVED_COST, endpoint, client).inc(total / 1000)
             return join(responses), False
         finally:
             if timer is not None:
@@ -146,6 +146,14 @@ class FairDispatch:
             for unit in job.units:
                 if unit.handle is not None and unit.payload is not None:  # dispatched, never collected
                     self._done(api_path, sched, unit)
+
+    def _metric(self, metric: Any, endpoint: str, client: str) -> Any:
+        """The metric's child for (endpoint, client class), looked up once (labels() costs a few us)."""
+        key = (id(metric), endpoint, client_class(client))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(endpoint, key[2])
+        return child
 
     def _pump(self, api_path: str, sched: FairScheduler) -> None:
         """Release what the window admits; wake the requests whose units went or whose time ran out."""
@@ -157,7 +165,7 @@ class FairDispatch:
             unit.handle = (uid, self.server.enqueue(api_path, uid, unit.payload, arrival))
             if w is not None:
                 if unit.index == 0:
-                    M.SCHEDULER_WAIT.labels(w.endpoint, client_class(unit.job.client)).observe(now - arrival)
+                    self._metric(M.SCHEDULER_WAIT, w.endpoint, unit.job.client).observe(now - arrival)
                 if w.wake is not None:
                     w.wake.set()
         while sched.expired:

@@ -37,7 +37,9 @@ request wait 14 s. Here, in the HTTP process, in front of the inference workers'
 
 from __future__ import annotations
 
+import bisect
 import contextvars
+import heapq
 import math
 import re
 from collections import deque
@@ -156,6 +158,10 @@ class Job:
         return sum(u.cost for u in self.units[self.next_unit :])
 
 
+def _order(job: Job) -> tuple[int, int]:
+    return job.priority, job.seq
+
+
 @dataclass
 class _Client:
     counter: float = 0.0  # virtual cost served (VTC)
@@ -187,6 +193,7 @@ class FairScheduler:
         self._dispatched = 0
         self.served: dict[str, float] = {}  # cost dispatched per client, for tests and /metrics
         self.expired: deque[Job] = deque()
+        self._deadlines: list[tuple[float, int, Job]] = []  # a heap: the next deadline is checked, not every job
 
     # -- admission ---------------------------------------------------------------------------------
 
@@ -221,8 +228,8 @@ class FairScheduler:
             others = [o.counter for n, o in self.clients.items() if o.jobs and n != job.client]
             c.counter = max(c.counter, min(others) if others else self.vtime)
         job.seq = self._seq = self._seq + 1
-        c.jobs.append(job)
-        c.jobs.sort(key=lambda j: (j.priority, j.seq))
+        bisect.insort(c.jobs, job, key=_order)
+        heapq.heappush(self._deadlines, (job.deadline, job.seq, job))
         c.queued += job.queued_cost
         self.queued += job.queued_cost
 
@@ -240,15 +247,18 @@ class FairScheduler:
     def expire(self, now: float) -> list[Job]:
         """Drop the jobs whose deadline passed before their last unit was dispatched."""
         gone = []
-        for c in self.clients.values():
-            for job in [j for j in c.jobs if j.deadline <= now]:
-                c.jobs.remove(job)
-                q = job.queued_cost
-                c.queued -= q
-                self.queued -= q
-                job.expired = True
-                gone.append(job)
-        self._tidy()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            job = heapq.heappop(self._deadlines)[2]
+            c = self.clients.get(job.client)
+            if c is None or job.next_unit == len(job.units) or job not in c.jobs:
+                continue  # all dispatched, or withdrawn
+            c.jobs.remove(job)
+            q = job.queued_cost
+            c.queued -= q
+            self.queued -= q
+            job.expired = True
+            gone.append(job)
+            self._tidy(job.client)
         return gone
 
     def next_unit(self, now: float) -> Unit | None:
@@ -283,7 +293,7 @@ class FairScheduler:
         if c is not None:
             c.in_flight -= unit.cost
         self.in_flight = max(0.0, self.in_flight - unit.cost)
-        self._tidy()
+        self._tidy(unit.job.client)
 
     def cancel(self, job: Job) -> None:
         """Withdraw a job's undispatched units (its client went away, or one unit failed)."""
@@ -295,15 +305,22 @@ class FairScheduler:
         c.queued -= q
         self.queued -= q
         job.next_unit = len(job.units)
-        self._tidy()
+        self._tidy(job.client)
 
-    def _tidy(self) -> None:
-        """Forget idle clients whose counter holds no lead (a returning client restarts at vtime anyway)."""
-        for name in [
-            n for n, c in self.clients.items() if not c.jobs and c.in_flight <= 1e-9 and c.counter <= self.vtime
-        ]:
+    def _idle(self, c: _Client) -> bool:
+        return not c.jobs and c.in_flight <= 1e-9 and c.counter <= self.vtime
+
+    def _tidy(self, name: str) -> None:
+        """Forget a client gone idle once its counter holds no lead (a returning client restarts at
+        vtime anyway); one whose counter is ahead is kept, so that leaving earns it nothing."""
+        c = self.clients.get(name)
+        if c is not None and self._idle(c):
             del self.clients[name]
             self.served.pop(name, None)
+        if len(self.clients) > 64:  # those kept for their lead: forget them once they have none
+            for n in [n for n, o in self.clients.items() if self._idle(o)]:
+                del self.clients[n]
+                self.served.pop(n, None)
 
 
 def drain(sched: FairScheduler, now: float, on_unit: Callable[[Unit], None]) -> int:
