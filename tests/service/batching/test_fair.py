@@ -185,3 +185,17 @@ def test_client_identity_and_its_bounded_label():
     assert client_id("bad id with spaces") == ANONYMOUS
     assert client_id("x" * 65) == ANONYMOUS
     assert {client_class(c) for c in ("a", "b", "c", ANONYMOUS)} == {"identified", ANONYMOUS}
+
+
+def test_priority_and_timeout_arrive_from_v1_fields_and_from_tritons_parameters():
+    from service.oip.models import scheduling_fields
+
+    assert scheduling_fields({"priority": 2, "timeout": 1500}) == {"priority": 2, "timeout_ms": 2}
+    assert scheduling_fields({"priority": 0, "timeout": 0}) == {}  # Triton's "none"
+    assert scheduling_fields({"priority": 50}) == {"priority": 9}
+    r = TranslateRequest(texts=["a"], target_lang="de", priority=1, timeout_ms=250)
+    assert (r.priority, r.timeout_ms) == (1, 250)
+    with pytest.raises(ValueError):
+        TranslateRequest(texts=["a"], target_lang="de", priority=10)
+    with pytest.raises(ValueError):
+        SentimentRequest(texts=["a"], timeout_ms=0)
