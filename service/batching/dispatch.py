@@ -184,6 +184,8 @@ class FairDispatch:
         """An inference worker died: every request held here is answered with `error` too."""
         n = 0
         for w in list(self._waiting.values()):
+            if w.job.next_unit == len(w.job.units):
+                continue  # all its units are on the workers' queue: Server.fail_waiting answers them
             for sched in self.schedulers.values():
                 sched.cancel(w.job)
             w.job.expired = True
