@@ -133,3 +133,23 @@ def test_a_request_not_started_within_its_timeout_gets_504():
     assert failed and error.status_code == 504 and "not started within 0.05 s" in error.detail
     sched = d.schedulers[PATH]
     assert sched.in_flight == 0 and sched.queued == 0  # the cancelled request left nothing behind
+
+
+def test_a_dead_worker_fails_the_requests_held_here_too():
+    from fastapi import HTTPException
+
+    async def main():
+        q = FakeQueue()  # no worker: the first unit is never answered
+        d = dispatch(q, unit_ms=10)
+        blocker = asyncio.ensure_future(send(d, "a", ["x" * 10]))
+        held = asyncio.ensure_future(send(d, "b", ["y" * 10]))
+        await asyncio.sleep(0)
+        n = d.fail_waiting(HTTPException(503, "worker lost"))
+        out = await held
+        blocker.cancel()
+        await asyncio.gather(blocker, return_exceptions=True)
+        return n, out, q.put
+
+    n, (error, failed), put = asyncio.run(main())
+    assert n == 1 and failed and error.status_code == 503  # the one on the queue is Server.fail_waiting's
+    assert put == [["x" * 10]]
