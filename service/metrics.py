@@ -2,7 +2,7 @@
 prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by service.__main__ before
 any worker starts) and /metrics aggregates every process's files.
 
-Recorded in the HTTP process: requests, latency, in-flight. In inference workers: queue wait,
+Recorded in the HTTP process: requests, latency, in-flight, and the fair scheduler's cost and wait. In inference workers: queue wait,
 inference time, batch size, tokens, decode steps, and the model-info gauge.
 """
 
@@ -50,6 +50,19 @@ BATCH_SIZE = Histogram(f"{NS}_batch_size_requests", "requests per dynamic batch"
 BATCH_TEXTS = Histogram(f"{NS}_batch_size_texts", "texts per dynamic batch", ["endpoint"], buckets=BATCH_BUCKETS)
 TOKENS = Counter(f"{NS}_tokens_total", "tokens processed", ["endpoint", "kind"])
 DECODE_STEPS = Counter(f"{NS}_decode_steps_total", "decoder steps run (translation)", ["pair"])
+# Fair scheduling (batching.dispatch, in the HTTP process). client_class: "anonymous" or
+# "identified", never the client id itself (bounded cardinality).
+SERVED_COST = Counter(
+    f"{NS}_served_cost_seconds_total",
+    "model time served by the cost model's estimate, by client class",
+    ["endpoint", "client_class"],
+)
+SCHEDULER_WAIT = Histogram(
+    f"{NS}_scheduler_wait_seconds",
+    "time from a request's arrival to its first unit released to the workers, by client class",
+    ["endpoint", "client_class"],
+    buckets=LATENCY_BUCKETS,
+)
 MODEL_INFO = Gauge(
     f"{NS}_model_info",
     "1 per loaded model, labelled with version and execution provider",

@@ -159,6 +159,13 @@ class _Received(BaseModel):
     _request_id: str = PrivateAttr(default_factory=REQUEST_ID.get)
 
 
+PRIORITY_DESCRIPTION = (
+    "1 (first) to 9 (last); absent or 0: 5. Orders this client's own requests; it does not take a larger "
+    "share of the server from other clients (X-Client-ID)"
+)
+TIMEOUT_DESCRIPTION = "answer 504 if not started within this many milliseconds (at most the server's request timeout)"
+
+
 class SentimentRequest(_Received):
     model_config = ConfigDict(
         extra="forbid",
@@ -173,6 +180,9 @@ class SentimentRequest(_Received):
         description="reviews to classify",
         examples=[["A wonderful, moving film.", "Two hours I will never get back."]],
     )
+
+    priority: json_int(0, 9) | None = Field(None, description=PRIORITY_DESCRIPTION)
+    timeout_ms: json_int(1, 3_600_000) | None = Field(None, description=TIMEOUT_DESCRIPTION)
 
     @field_validator("texts", mode="before")
     @classmethod
@@ -255,6 +265,8 @@ class TranslateRequest(_Received):
     )
     n_best: json_int(1, 8) | None = Field(None, description="hypotheses returned per text (<= beam_size)")
     return_alignments: StrictBool = Field(False, description="attention weights of the chosen hypothesis")
+    priority: json_int(0, 9) | None = Field(None, description=PRIORITY_DESCRIPTION)
+    timeout_ms: json_int(1, 3_600_000) | None = Field(None, description=TIMEOUT_DESCRIPTION)
 
     @field_validator("texts", mode="before")
     @classmethod

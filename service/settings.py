@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(2_000_000, ge=1024, description="request body limit (413 above)")
     max_queue: int = Field(512, ge=1, description="requests in flight before 429")
     request_timeout: float = Field(30.0, gt=0, description="seconds before a queued request gets 504")
+    scheduling: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="fair: requests are priced, cut into units and served fairly between clients (X-Client-ID), "
+        "docs/scheduling.md; fifo: first come, first served, as they arrive",
+    )
+    unit_ms: float = Field(
+        250.0,
+        ge=10,
+        le=10_000,
+        description="fair scheduling: a request is cut into units of at most this much estimated model time (ms); "
+        "the workers' queue holds about one unit per worker, the rest waits to be ordered",
+    )
+    queue_cost: float = Field(
+        120.0,
+        gt=0,
+        description="fair scheduling: seconds of estimated model work queued per model family before 429; a client "
+        "past its share (this over the clients waiting) is refused while the others are served",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="if set, /v1/* and /v2/models/* require this key in the X-API-Key header, gRPC in the x-api-key "

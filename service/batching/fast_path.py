@@ -42,7 +42,7 @@ def worker_error(response: Any, request_timeout: float) -> tuple[int, Any, dict[
     response = error_from_worker(response)
     if isinstance(response, HTTPException):
         status, detail, headers = response.status_code, response.detail, dict(response.headers or {})
-        if status == 504:
+        if status == 504 and not str(detail).startswith("not started within"):  # LitServe's, not the scheduler's
             detail = timeout_detail(request_timeout)
         return status, detail, headers
     log.error(f"inference worker answered with an error: {response!r}", extra={"event": "worker_error"})
@@ -66,11 +66,16 @@ class FastPath:
     ):
         self.server, self.models, self.request_timeout = server, models, request_timeout
         self.observe = observe
+        self.scheduler: Any = None  # batching.dispatch.FairDispatch when --scheduling fair
         self._ids = itertools.count()
         self._prefix = ""
 
     async def submit(self, api_path: str, request: Any) -> tuple[Any, bool]:
-        """Queue a validated request for the workers behind `api_path`; (response, True if an error)."""
+        """Queue a validated request for the workers behind `api_path`; (response, True if an error).
+        With fair scheduling on, through the scheduler (batching.dispatch), which may also answer
+        429 (its client over its share) or 504 (not started in time)."""
+        if self.scheduler is not None:
+            return await self.scheduler.submit(api_path, request)
         return await self.server.submit(api_path, self._uid(), request)
 
     def _uid(self) -> str:

@@ -132,6 +132,7 @@ class Server(ls.LitServer):
     state: ServiceState  # shared by the gateway, /health and the worker watch, in the HTTP process
     manager: Any = None  # started by start_manager()
     http_processes: list = []  # noqa: RUF012 (the forked HTTP processes, once started)
+    on_failure: list[Callable[[Exception], int]] = []  # noqa: RUF012 (set per server by http.app.build)
     join_slack = 5.0  # seconds the main process waits for the HTTP process beyond its graceful timeout
 
     # --- what the rest of the service calls --------------------------------------------------
@@ -162,15 +163,29 @@ class Server(ls.LitServer):
     async def submit(self, api_path: str, uid: str, request: Any) -> tuple[Any, bool]:
         """Queue a validated request as LitServe's handler does and wait for its answer:
         (response, True if it is an error answer)."""
-        item = ResponseBufferItem(asyncio.Event())
-        self.response_buffer[uid] = item
+        item = self.enqueue(api_path, uid, request, time.monotonic())
         try:
-            self._get_request_queue(api_path).put((self.app.response_queue_id, uid, time.monotonic(), request))
             await item.event.wait()
         finally:
-            self.response_buffer.pop(uid, None)
+            self.forget(uid)
         response, status = item.response
-        return response, status == LitAPIStatus.ERROR
+        return response, self.is_error(status)
+
+    def enqueue(self, api_path: str, uid: str, request: Any, submitted: float) -> ResponseBufferItem:
+        """Put a request on the workers' queue as LitServe's handler does; its answer arrives in
+        the returned item (`item.event`, then `item.response`: (response, status)). `submitted`:
+        the monotonic time the request arrived (the workers answer 504 past request_timeout)."""
+        item = ResponseBufferItem(asyncio.Event())
+        self.response_buffer[uid] = item
+        self._get_request_queue(api_path).put((self.app.response_queue_id, uid, submitted, request))
+        return item
+
+    def forget(self, uid: str) -> None:
+        self.response_buffer.pop(uid, None)
+
+    @staticmethod
+    def is_error(status: Any) -> bool:
+        return status == LitAPIStatus.ERROR
 
     def fail_waiting(self, error: HTTPException) -> int:
         """Answer every request still waiting in this HTTP process with `error`; how many there were."""
@@ -178,7 +193,8 @@ class Server(ls.LitServer):
         for item in waiting:
             item.response = (error, LitAPIStatus.ERROR)
             item.event.set()
-        return len(waiting)
+        held = sum(fail(error) for fail in self.on_failure)  # requests held before the queue (batching.dispatch)
+        return len(waiting) + held
 
     # --- LitServe's hooks, overridden ---------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from service import __version__, logs
 from service.admission import Admission
 from service.batching.apis import SentimentAPI, TranslateAPI
+from service.batching.dispatch import FairDispatch
 from service.batching.fast_path import FastPath
 from service.batching.litserve_internals import SHUTDOWN_HOOKS, Server, install_process_hooks
 from service.batching.watchdog import (
@@ -126,11 +127,26 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> Server:
     server.state = state = ServiceState()
     describe_routes(app, state)
     serve_docs_offline(app)
-    add_info_and_metrics(app, settings, state_dir, pairs, threads, workers)
     add_error_handlers(app, settings.request_timeout)
     fast = FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, settings.request_timeout)
+    scheduler = None
+    if settings.scheduling == "fair":  # every inference request through the fair scheduler (batching.dispatch)
+        scheduler = FairDispatch(
+            server,
+            api_paths=[api.api_path for api in apis],
+            workers=workers,
+            unit_ms=settings.unit_ms,
+            limit_ms=settings.queue_cost * 1000,
+            request_timeout=settings.request_timeout,
+            uid=fast._uid,
+        )
+        fast.scheduler = scheduler
+        server.on_failure = [scheduler.fail_waiting]
     # The Open Inference Protocol: /v2 over HTTP (routes here, inference in the gateway) and gRPC,
     # both onto the same queue as /v1, through the same admission, with statistics of all three.
+    add_info_and_metrics(
+        app, settings, state_dir, pairs, threads, workers, scheduler.describe() if scheduler else {"policy": "fifo"}
+    )
     registry = Registry(metas)
     inference = Inference(registry, fast)
     fast.observe = inference.observe_v1

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics as M
 from service.admission import Admission, Refusal, presented_key
+from service.batching.fair import CLIENT, client_id
 from service.batching.watchdog import ServiceState
 from service.oip.rest import HEADER_LENGTH, OipRest, decode_body, error_body, infer_target
 from service.oip.tensors import OipError
@@ -228,6 +229,7 @@ class Gateway:
                 await self._drain(receive)
             await _refuse(send, protocol, refusal)
             return
+        client = CLIENT.set(client_id(headers.get("x-client-id")))  # whom the fair scheduler counts it against
         try:
             body = await self._read_body(receive, send, endpoint, protocol) if post else None
             if post and body is None:  # answered (413, 422) or the client went away
@@ -252,6 +254,7 @@ class Gateway:
             if not state["started"]:
                 await _error(send, protocol, 503, SHUTTING_DOWN, {"retry-after": "1"})
         finally:
+            CLIENT.reset(client)
             self.admission.leave(endpoint)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes | None, answer: Answer) -> None:

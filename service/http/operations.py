@@ -34,7 +34,13 @@ def health(
 
 
 def add_info_and_metrics(
-    app: FastAPI, settings: Settings, state_dir: Path, pairs: list[str], threads: int, workers: int
+    app: FastAPI,
+    settings: Settings,
+    state_dir: Path,
+    pairs: list[str],
+    threads: int,
+    workers: int,
+    scheduling: dict[str, Any] | None = None,
 ) -> None:
     started = time.time()
 
@@ -47,7 +53,15 @@ def add_info_and_metrics(
     )
     async def info() -> JSONResponse:
         return JSONResponse(
-            describe(settings, models(state_dir), started=started, pairs=pairs, threads=threads, workers=workers)
+            describe(
+                settings,
+                models(state_dir),
+                started=started,
+                pairs=pairs,
+                threads=threads,
+                workers=workers,
+                scheduling=scheduling,
+            )
         )
 
     @app.get(
@@ -80,7 +94,14 @@ def models(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def describe(
-    s: Settings, models: list[dict[str, Any]], *, started: float, pairs: list[str], threads: int, workers: int
+    s: Settings,
+    models: list[dict[str, Any]],
+    *,
+    started: float,
+    pairs: list[str],
+    threads: int,
+    workers: int,
+    scheduling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The /info document."""
     return {
@@ -101,6 +122,8 @@ def describe(
             "enabled": s.max_batch_size > 1,
             "sentiment_token_budget": s.token_budget,
         },
+        # the fair scheduler: policy, unit and window sizes, the cost model's coefficients (docs/scheduling.md)
+        "scheduling": scheduling or {"policy": s.scheduling},
         "limits": {
             "max_texts": s.max_texts,
             "max_text_chars": s.max_text_chars,

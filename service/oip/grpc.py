@@ -34,6 +34,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import metrics as M
 from service.admission import Admission, Refusal, presented_key
+from service.batching.fair import CLIENT, client_id
 from service.oip.rest import OipRest
 from service.oip.tensors import (
     GRPC_CODES,
@@ -133,6 +134,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         meta = {k: str(v) for k, v in context.invocation_metadata() or ()}
         rid = request_id(meta.get("x-request-id", ""))
         token, limits_token = REQUEST_ID.set(rid), REQUEST_LIMITS.set(self.limits)
+        client = CLIENT.set(client_id(meta.get("x-client-id")))  # the fair scheduler's client
         status, t0 = 200, time.perf_counter()
         try:
             if guarded:
@@ -172,6 +174,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             REQUEST_ID.reset(token)
             REQUEST_LIMITS.reset(limits_token)
+            CLIENT.reset(client)
 
     # -- health and metadata ----------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ from service.schemas import SentimentRequest, SentimentResponse, TranslateReques
 
 PLATFORM = "onnxruntime_onnx"  # the models' backend; tokenization and decoding run around it
 # Request parameters every model accepts (Triton's, honoured or harmless here): binary_data_output
-# asks for binary outputs; priority and timeout are accepted and not used (one queue, and the
-# server's own request timeout); so is any parameter named triton_* (Triton's clients add their
+# asks for binary outputs; priority (1 first ... 9 last, 0 default) and timeout (microseconds, as
+# Triton's) go to the fair scheduler as the /v1 fields priority and timeout_ms (docs/scheduling.md);
+# so is any parameter named triton_* (Triton's clients add their
 # own, e.g. perf_analyzer's triton_enable_empty_final_response). Any other unknown name is a 400:
 # a misspelt beam_size must not be ignored silently.
 COMMON_PARAMETERS = ("binary_data_output", "priority", "timeout")
@@ -60,6 +61,17 @@ def _explain(e: ValidationError, what: str) -> str:
     if field in ("beam_size", "max_length", "n_best"):
         return f"parameter {field}: {msg}"
     return f"{what}: {msg.replace('texts[', 'TEXT[').replace('texts ', 'TEXT ')}"
+
+
+def scheduling_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """Triton's priority and timeout (microseconds) as the /v1 fields; 0 means none for both."""
+    out: dict[str, Any] = {}
+    priority, timeout = params.get("priority"), params.get("timeout")
+    if isinstance(priority, int) and not isinstance(priority, bool) and priority > 0:
+        out["priority"] = min(priority, 9)
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+        out["timeout_ms"] = min(max(1, -(-timeout // 1000)), 3_600_000)
+    return out
 
 
 class OipModel:
@@ -132,7 +144,7 @@ class OipModel:
     def to_request(self, inputs: list[Tensor], params: dict[str, Any]) -> BaseModel:
         """The /v1 request these tensors mean (validated by the /v1 schema: limits apply)."""
         self.check_parameters(params)
-        body = {"texts": self.texts(inputs), **self._request_fields(params)}
+        body = {"texts": self.texts(inputs), **self._request_fields(params), **scheduling_fields(params)}
         try:
             return self.request_model.model_validate(body)
         except ValidationError as e:

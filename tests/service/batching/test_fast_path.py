@@ -49,7 +49,9 @@ def _fast(answer):
     server = SimpleNamespace(response_buffer={}, app=SimpleNamespace(response_queue_id=0))
     worker = _Worker(server, answer)
     server._get_request_queue = lambda path: worker
-    server.submit = functools.partial(Server.submit, server)
+    for name in ("submit", "enqueue", "forget"):
+        setattr(server, name, functools.partial(getattr(Server, name), server))
+    server.is_error = Server.is_error
     return FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, 30.0), server, worker
 
 
