@@ -119,7 +119,7 @@ smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifac
 # on an x86-64 machine every arm64 step runs under qemu-user 10+ through binfmt_misc (set up by
 # deploy/qemu-binfmt.sh), so these take minutes and are not in make test (docs/deploy.md, arm64:
 # the last run's figures). QEMU_CPU is the CPU qemu emulates for verify- and smoke-: Neoverse N1
-# (Graviton2, Ampere Altra) by default; `max` is qemu's every-feature CPU (SVE2, SME). ARCH_IMAGE_arm64
+# (Graviton2, Ampere Altra), a real CPU, by default; `max` is qemu's every-feature one (SVE2, SME). ARCH_IMAGE_arm64
 # and ARCH_BASE_arm64 name the images; the same targets work for amd64 (image-amd64, smoke-amd64),
 # natively here (QEMU_CPU unused).
 ARCH_BASE_amd64 ?= local/python:3.11-bookworm-amd64
