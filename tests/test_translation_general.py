@@ -114,3 +114,24 @@ def test_run_killed_mid_epoch_resumes_from_its_last_batch_checkpoint(data_dir, t
     b = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == resumed["history"]
+
+
+def test_export_of_a_general_model_measures_every_validation_set_and_names_its_data(data_dir, tmp_path):
+    from service.runtime.translation import TranslationModel
+    from training.translation.export import export_translation
+
+    train(tmp_path / "run", data_dir, TINY, GENERAL)
+    (tmp_path / "art").mkdir()
+    meta = export_translation(tmp_path / "run", tmp_path / "art", data_dir, quantize=True, limit_eval=12)
+    assert meta["name"] == "general-en-de-attention" and meta["data"]["corpus"] == "general"
+    assert set(meta["data"]["sources"]) == {"tatoeba", "news", "multi30k"}
+    m = meta["metrics"]
+    assert list(m["validation_sets"]) == ["tatoeba", "newstest2013", "multi30k"]
+    mean = sum(x["bleu"] for x in m["validation_sets"].values()) / 3
+    assert m["validation"]["bleu"] == pytest.approx(mean, abs=0.01) and m["test"]["n"] == 12
+    q = m["int8"]
+    assert q["validation_bleu_drop"] == pytest.approx(m["validation"]["bleu"] - q["validation"]["bleu"], abs=0.01)
+    assert meta["selection"]["rule"].startswith("every choice reads the validation sets")
+    card = (tmp_path / "art" / "README.md").read_text()
+    assert "CC-BY 2.0" in card and "validation: newstest2013" in card
+    TranslationModel(tmp_path / "art", precision="auto").check_golden()

@@ -131,3 +131,46 @@ def load_general(data_dir: Path, src: str, tgt: str) -> Corpus:
         train={"tatoeba": tat["train"], "news": load_news(data_dir, src, tgt), "multi30k": load_pair(data_dir, "train", src, tgt)},
         valid={"tatoeba": tat["val"], "newstest2013": load_newstest2013(data_dir, src, tgt), "multi30k": load_pair(data_dir, "val", src, tgt)},
     )  # fmt: skip
+
+
+def evaluation_sets(data_dir: Path, src: str, tgt: str, corpus: str = "multi30k") -> dict[str, dict]:
+    """{"validation": {name: (sources, references)}, "test": {...}} for a model trained on `corpus`:
+    Multi30k val (the caption recipe), or the Tatoeba slice, newstest2013 and Multi30k val (the
+    general recipe); the test set is Multi30k test2016 for both, only ever reported."""
+    if corpus == "general":
+        validation = {
+            "tatoeba": tatoeba_split(data_dir, src, tgt)["val"],
+            "newstest2013": load_newstest2013(data_dir, src, tgt),
+            "multi30k": load_pair(data_dir, "val", src, tgt),
+        }
+    elif corpus == "multi30k":
+        validation = {"multi30k": load_pair(data_dir, "val", src, tgt)}
+    else:
+        raise ValueError(f"corpus must be 'multi30k' or 'general', not {corpus!r}")
+    return {"validation": validation, "test": {"multi30k": load_pair(data_dir, "test", src, tgt)}}
+
+
+def evenly(pair: tuple[list[str], list[str]], n: int) -> tuple[list[str], list[str]]:
+    """At most n pairs of a set, evenly spaced through it (the Tatoeba slice is ordered by length)."""
+    s, t = pair
+    if not n or len(s) <= n:
+        return s, t
+    idx = [round(k * (len(s) - 1) / (n - 1)) for k in range(n)] if n > 1 else [0]
+    return [s[i] for i in idx], [t[i] for i in idx]
+
+
+# What the model card says of the general-domain data (the staged README's and PROVENANCE's words).
+GENERAL_DATA = {
+    "dataset": "Tatoeba + WMT news + Multi30k task 1",
+    "sources": {
+        "tatoeba": "Tatoeba sentence pairs via manythings.org (en-de 2018-05-13, en-fr 2019-04-07), cleaned of "
+        "public Tatoeba test-set overlap; CC-BY 2.0 (credit tatoeba.org and manythings.org)",
+        "news": "WMT news test sets 2008-2012 and 2015-2020 as training text (not 2013, 2014, 2019), "
+        "deduplicated, via Helsinki-NLP/OPUS-MT-testsets; WMT terms, research use",
+        "multi30k": "Multi30k task 1 (Elliott et al., 2016; French: 2017), image captions; as released by the "
+        "multi30k/dataset repository",
+    },
+    "validation": "a held-out slice of Tatoeba (about 2,000 pairs, split by English sentence, seed 21), "
+    "newstest2013 (3,000), Multi30k val (1,014)",
+    "test": "Multi30k test_2016_flickr (1,000)",
+}

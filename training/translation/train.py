@@ -36,7 +36,7 @@ from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sente
 from training.data import default_data_dir
 from training.plots import plot_curves
 from training.sentiment.data import bucketed_batches
-from training.translation.data import load_general, load_pair
+from training.translation.data import evenly, load_general, load_pair
 from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.translate import TorchStepper, translate_ids
 
@@ -136,15 +136,6 @@ def load_corpus(
     return src_tr, tgt_tr, vocab_src, vocab_tgt, valid
 
 
-def subsample(pair: tuple[list[str], list[str]], n: int) -> tuple[list[str], list[str]]:
-    """At most n pairs, evenly spaced (the Tatoeba slice is ordered by length)."""
-    s, t = pair
-    if not n or len(s) <= n:
-        return s, t
-    idx = np.linspace(0, len(s) - 1, n).round().astype(int)
-    return [s[i] for i in idx], [t[i] for i in idx]
-
-
 def build_tokenizers(
     out: Path, cfg: TranslationConfig, src_train: list[str], tgt_train: list[str], **spm_options
 ) -> tuple[Subword, Subword]:
@@ -221,7 +212,7 @@ def validate(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, va
                     F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum")
                 )
                 vn += int((to != PAD_ID).sum())
-            sub_s, sub_r = subsample((src, ref), val_max)
+            sub_s, sub_r = evenly((src, ref), val_max)
             b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1)
             bleus.append(b)
             if len(valid) > 1:
