@@ -30,9 +30,27 @@ def _separator(ws: str) -> str:
     return "\n" * ws.count("\n") if "\n" in ws else " "
 
 
-def split_text(text: str, lang: str = "en") -> list[Unit]:
-    """The sentences of `text`, in order, each with the separator that followed it. A text with
-    nothing to split (one sentence, or only whitespace) is one unit, stripped."""
+# A text of 1,000 characters (the request limit) holds about 15 ordinary sentences. Hostile text
+# ("a. a. a. ...") could hold hundreds, each costing a search with its own minimum output length;
+# past this many, neighbouring sentences are translated together so a text never costs more than
+# this many searches.
+MAX_UNITS = 32
+
+
+def _merge(units: list[Unit], n: int) -> list[Unit]:
+    """`units` grouped into n runs of neighbours (as even as possible), each run one unit."""
+    out = []
+    for k in range(n):
+        run = units[k * len(units) // n : (k + 1) * len(units) // n]
+        text = "".join(u.text + u.separator for u in run[:-1]) + run[-1].text
+        out.append(Unit(text, run[-1].separator))
+    return out
+
+
+def split_text(text: str, lang: str = "en", max_units: int = MAX_UNITS) -> list[Unit]:
+    """The sentences of `text`, in order, each with the separator that followed it (at most
+    `max_units`: beyond that, neighbouring sentences share a unit). A text with nothing to split
+    (one sentence, or only whitespace) is one unit, stripped."""
     units: list[Unit] = []
     pending_ws = ""
     for seg in sentencex.segment(lang, text):
@@ -45,6 +63,8 @@ def split_text(text: str, lang: str = "en") -> list[Unit]:
             units[-1] = Unit(units[-1].text, _separator(pending_ws + lead))
         pending_ws = seg[len(seg.rstrip()) :]
         units.append(Unit(core, ""))
+    if len(units) > max_units:
+        units = _merge(units, max_units)
     return units or [Unit(text.strip(), "")]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime.sentences import Unit, split_text, split_texts
+from service.runtime.sentences import MAX_UNITS, Unit, split_text, split_texts
 from service.runtime.translation import TranslationModel
 
 SHIPPED = Path(__file__).resolve().parents[3] / "models"
@@ -41,6 +41,14 @@ def test_line_and_paragraph_breaks_are_kept_as_separators():
 
 def test_whitespace_only_text_is_one_empty_unit():
     assert split_text("   ") == [Unit("", "")]
+
+
+def test_a_text_of_very_many_sentences_is_cut_into_at_most_max_units_runs():
+    text = " ".join(f"S{i}." for i in range(100))
+    units = split_text(text, max_units=8)
+    assert len(units) == 8 and [u.separator for u in units] == [" "] * 7 + [""]
+    assert " ".join(u.text for u in units) == text  # nothing lost, order kept
+    assert len(split_text(text)) == MAX_UNITS
 
 
 def test_split_texts_spans_and_join_round_trip():
