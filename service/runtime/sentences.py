@@ -10,10 +10,13 @@ translation keeps the text's line and paragraph breaks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sentencex
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ def split_text(text: str, lang: str = "en", max_units: int = MAX_UNITS) -> list[
     """The sentences of `text`, in order, each with the separator that followed it (at most
     `max_units`: beyond that, neighbouring sentences share a unit). A text with nothing to split
     (one sentence, or only whitespace) is one unit, stripped."""
+    # Lone surrogates cannot cross into sentencex (UTF-8 only); the tokenizer reads them as spaces
+    # anyway (service.runtime.subword.clean), so they become spaces here.
+    text = _SURROGATES.sub(" ", text)
     units: list[Unit] = []
     pending_ws = ""
     for seg in sentencex.segment(lang, text):

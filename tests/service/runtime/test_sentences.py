@@ -39,6 +39,10 @@ def test_line_and_paragraph_breaks_are_kept_as_separators():
     ]
 
 
+def test_lone_surrogates_become_spaces_as_the_tokenizer_reads_them():
+    assert split_text("\ud800 awful \udfff") == [Unit("awful", "")]
+
+
 def test_whitespace_only_text_is_one_empty_unit():
     assert split_text("   ") == [Unit("", "")]
 
