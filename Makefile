@@ -138,6 +138,55 @@ image-gpu:  ## build the CUDA image rnn-serve:gpu (onnxruntime-gpu, --device cud
 smoke:  ## build, run and probe the image (BASE_IMAGE=..., MODELS=dir of artifacts, SMOKE_PORT=18080)
 	BASE_IMAGE=$(BASE_IMAGE) MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
 
+# arm64 from the same Dockerfile, on an arm64 base that deploy/base-image.sh makes with debootstrap;
+# on an x86-64 machine every arm64 step runs under qemu-user 10+ through binfmt_misc (set up by
+# deploy/qemu-binfmt.sh), so these take minutes and are not in make test (docs/deploy.md, arm64:
+# the last run's figures). QEMU_CPU is the CPU qemu emulates for verify- and smoke-: Neoverse N1
+# (Graviton2, Ampere Altra) by default; `max` is qemu's every-feature CPU (SVE2, SME). ARCH_IMAGE_arm64
+# and ARCH_BASE_arm64 name the images; the same targets work for amd64 (image-amd64, smoke-amd64),
+# natively here (QEMU_CPU unused).
+ARCH_BASE_amd64 ?= local/python:3.11-bookworm-amd64
+ARCH_BASE_arm64 ?= local/python:3.11-bookworm-arm64
+ARCH_IMAGE_amd64 ?= rnn-serve:amd64
+ARCH_IMAGE_arm64 ?= rnn-serve:arm64
+QEMU_CPU ?= $(if $(filter arm64,$(arch)),neoverse-n1,)
+
+.PHONY: base-image-amd64 base-image-arm64 image-amd64 image-arm64 verify-amd64 verify-arm64 smoke-amd64 smoke-arm64 \
+        images image-multiarch
+
+# One rule per step for both architectures, the architecture read from the target's name; each
+# target also on a line of its own (its prerequisite), so its name is there to find.
+arch = $(lastword $(subst -, ,$@))
+
+base-image-amd64 base-image-arm64:  ## Debian bookworm + Python base for one architecture (deploy/base-image.sh)
+	deploy/base-image.sh $(arch) $(ARCH_BASE_$(arch))
+
+image-amd64: base-image-amd64
+image-arm64: base-image-arm64  ## the CPU image for linux/arm64 (rnn-serve:arm64), or amd64
+image-amd64 image-arm64:
+	docker build --network host --platform linux/$(arch) -f deploy/Dockerfile -t $(ARCH_IMAGE_$(arch)) \
+	  --build-arg BASE_IMAGE=$(ARCH_BASE_$(arch)) .
+
+verify-amd64: image-amd64
+verify-arm64: image-arm64  ## python -m service.verify inside that image (emulating QEMU_CPU on another CPU)
+verify-amd64 verify-arm64:
+	docker run --rm --platform linux/$(arch) --network none $(if $(QEMU_CPU),-e QEMU_CPU=$(QEMU_CPU),) --entrypoint python \
+	  $(ARCH_IMAGE_$(arch)) -m service.verify
+
+smoke-amd64: base-image-amd64
+smoke-arm64: base-image-arm64  ## build, verify, run and probe that image (deploy/smoke.sh; emulated: SLOW=10)
+smoke-amd64 smoke-arm64:
+	PLATFORM=linux/$(arch) BASE_IMAGE=$(ARCH_BASE_$(arch)) IMAGE=$(ARCH_IMAGE_$(arch)) QEMU_CPU=$(QEMU_CPU) \
+	  MODELS=$(MODELS) PORT=$(SMOKE_PORT) deploy/smoke.sh
+
+images: image-amd64 image-arm64  ## both architectures' images (rnn-serve:amd64, rnn-serve:arm64)
+
+# One tag for both (a manifest list), in a registry: MULTIARCH_REF=registry/rnn-serve:tag (INSECURE=1 over HTTP).
+MULTIARCH_REF ?=
+image-multiarch: images  ## push both images and a manifest list naming them as $(MULTIARCH_REF) (deploy/multiarch.sh)
+	@test -n "$(MULTIARCH_REF)" || { echo "usage: make image-multiarch MULTIARCH_REF=registry/rnn-serve:tag" >&2; exit 1; }
+	IMAGES="$(ARCH_IMAGE_amd64) $(ARCH_IMAGE_arm64)" deploy/multiarch.sh $(MULTIARCH_REF)
+
 loadtest: $(LOADGEN)  ## load-test a running server: ENDPOINT=sentiment|translate LOAD="--sweep 1,4,16" URL=...
 	$(BIN)/python -m loadgen --url $(URL) --endpoint $(ENDPOINT) $(LOAD) --duration $(DURATION) \
 	  --out $(LOADTEST_OUT) $(DATA_FLAG) $(LOADTEST_FLAGS)

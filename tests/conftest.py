@@ -202,6 +202,7 @@ SYSTEM_TOOLS = {
     "kubectl": "kubectl >= 1.21 with kustomize v4+ (Debian 12's kubernetes-client is 1.20: too old for deploy/k8s)",
     "chromium": "Debian: apt-get install chromium",
     "chromedriver": "Debian: apt-get install chromium-driver",
+    "qemu-x86_64": "Debian: apt-get install qemu-user",
 }
 
 

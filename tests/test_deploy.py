@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from importlib import metadata, resources
 from pathlib import Path
@@ -264,6 +267,132 @@ def test_smoke_script_greps_the_request_counts_the_server_exports(server):
     for protocol in ("v1", "v2", "grpc"):
         prefix = pattern.replace("$protocol", protocol)
         assert any(ln.startswith(prefix) for ln in lines), (prefix, [ln for ln in lines if "requests_total" in ln])
+
+
+# ----------------------------------------------------------------------------- arm64 and amd64 images
+
+ARCHES = ("amd64", "arm64")
+ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
+
+
+@pytest.mark.parametrize("script", ["base-image.sh", "qemu-binfmt.sh", "multiarch.sh"])
+def test_architecture_scripts_are_executable_and_parse(script):
+    path = DEPLOY / script
+    assert path.stat().st_mode & 0o111, f"deploy/{script} must be executable"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_the_dockerfile_builds_any_platform_from_its_base():
+    """One Dockerfile for linux/amd64 and linux/arm64: no instruction names an architecture and no
+    FROM pins a platform, so `docker build --platform` and the base image decide."""
+    ins = dockerfile()
+    text = " ".join(f"{i} {a}" for i, a in ins).lower()
+    for word in ("amd64", "x86_64", "x86-64", "arm64", "aarch64", "uname -m", "print-architecture"):
+        assert word not in text, word
+    assert not [a for i, a in ins if i == "FROM" and "--platform" in a]
+
+
+def make_dry_run(*targets: str) -> list[list[str]]:
+    """The commands `make -n` prints for the targets, each split into words."""
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", *targets], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_make_builds_verifies_and_smokes_each_architecture_on_a_base_of_it(arch):
+    """make image-ARCH, verify-ARCH and smoke-ARCH: the base made by deploy/base-image.sh (under the
+    tag the script itself defaults to), built with --platform linux/ARCH from deploy/Dockerfile on
+    that base, service.verify run in that image, and smoke.sh given the same platform and base."""
+    base_cmd, build, verify, smoke = make_dry_run(f"image-{arch}", f"verify-{arch}", f"smoke-{arch}")
+    platform = f"linux/{arch}"
+
+    assert base_cmd[0] == "deploy/base-image.sh" and base_cmd[1] == arch
+    base = base_cmd[2]
+    (default_tag,) = re.findall(r"^TAG=\$\{2:-(.+)\}$", (DEPLOY / "base-image.sh").read_text(), re.M)
+    assert base == default_tag.replace("$ARCH", arch)
+
+    assert build[:2] == ["docker", "build"]
+    assert build[build.index("--platform") + 1] == platform
+    assert build[build.index("-f") + 1] == "deploy/Dockerfile"
+    assert build[build.index("--build-arg") + 1] == f"BASE_IMAGE={base}"
+    image = build[build.index("-t") + 1]
+
+    assert verify[:2] == ["docker", "run"] and verify[verify.index("--platform") + 1] == platform
+    assert verify[-3:] == [image, "-m", "service.verify"]
+
+    env = dict(w.split("=", 1) for w in smoke if "=" in w and not w.startswith("-"))
+    assert smoke[-1] == "deploy/smoke.sh"
+    assert (env["PLATFORM"], env["BASE_IMAGE"], env["IMAGE"]) == (platform, base, image)
+
+
+def test_make_joins_the_images_it_builds_under_one_multiarch_tag():
+    commands = make_dry_run("image-multiarch", "MULTIARCH_REF=registry.example/rnn-serve:1")
+    images = {build[build.index("-t") + 1] for build in commands if build[:2] == ["docker", "build"]}
+    platforms = {build[build.index("--platform") + 1] for build in commands if build[:2] == ["docker", "build"]}
+    assert platforms == {f"linux/{arch}" for arch in ARCHES}
+    env, script, ref = commands[-1]
+    assert (script, ref) == ("deploy/multiarch.sh", "registry.example/rnn-serve:1")
+    assert env.startswith("IMAGES=") and set(env.removeprefix("IMAGES=").split()) == images
+
+
+def test_smoke_script_builds_and_runs_the_platform_it_is_given_and_waits_longer_under_emulation():
+    script = (DEPLOY / "smoke.sh").read_text()
+    commands = script.replace("\\\n", " ").splitlines()
+    for docker in ('"$DOCKER" build ', '"$DOCKER" run -d ', "-m service.verify"):
+        (command,) = [c for c in commands if docker in c and not c.lstrip().startswith("#")]
+        assert '"${platform_flag[@]}"' in command, command
+    # every wait is scaled by SLOW but the 2 s probe of /health (repeated until the scaled deadline)
+    assert set(re.findall(r"curl [^|]*?-m (\$\(\([^)]+\)\)|\d+)", script)) == {
+        "2",
+        "$((30 * SLOW))",
+        "$((60 * SLOW))",
+        "$((5 * SLOW))",
+    }
+    assert re.findall(r"seq 1 (\$\(\([^)]+\)\)|\d+)\)", script) == ["$((600 * SLOW))", "$((90 * SLOW))"]
+    assert '"$DOCKER" stop -t $((30 * SLOW))' in script
+
+
+def binfmt_patterns() -> dict[str, tuple[bytes, bytes]]:
+    """deploy/qemu-binfmt.sh's ELF magic and mask per architecture, as bytes."""
+    script = (DEPLOY / "qemu-binfmt.sh").read_text()
+    found = re.findall(r"^  (\w+) \| \w+\)\n\s+machine=\w+\n\s+magic='([^']+)'\n\s+mask='([^']+)'", script, re.M)
+
+    def raw(s: str) -> bytes:
+        return bytes.fromhex(s.replace("\\x", "").replace("ELF", b"ELF".hex()))
+
+    return {arch: (raw(magic), raw(mask)) for arch, magic, mask in found}
+
+
+def test_qemu_binfmt_patterns_match_elf_binaries_of_their_architecture_only():
+    patterns = binfmt_patterns()
+    assert set(patterns) == set(ARCHES)
+    for arch, (magic, mask) in patterns.items():
+        assert len(magic) == len(mask) == 20 and magic[:6] == b"\x7fELF\x02\x01"  # 64-bit, little-endian
+        assert int.from_bytes(magic[18:20], "little") == ELF_MACHINE[arch]
+        assert mask[18:20] == b"\xff\xff"
+
+    def matches(header: bytes) -> set[str]:
+        return {
+            arch
+            for arch, (magic, mask) in patterns.items()
+            if bytes(h & m for h, m in zip(header, mask)) == bytes(g & m for g, m in zip(magic, mask))
+        }
+
+    # a real executable (this Python) matches its own architecture's pattern and not the other's
+    with open(Path(sys.executable).resolve(), "rb") as f:
+        header = f.read(20)
+    host = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine)
+    if host is None:
+        pytest.skip(f"no pattern for {os.uname().machine}")
+    assert matches(header) == {host}
+    # the same header with the other e_machine (what an arm64 or amd64 binary carries) matches only that one
+    other = next(a for a in ARCHES if a != host)
+    assert matches(header[:18] + ELF_MACHINE[other].to_bytes(2, "little")) == {other}
+    assert matches(b"#!/bin/sh\n" + bytes(10)) == set()
 
 
 # ----------------------------------------------------------------------------- compose

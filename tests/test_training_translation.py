@@ -266,16 +266,18 @@ def test_export_writes_nothing_when_parity_fails(translation_run, data_dir, tmp_
 
 
 def test_export_writes_metadata_once_from_measured_values(translation_run, data_dir, tmp_path, monkeypatch):
+    """The artifact's metadata.json is written once (the cross-CPU measurement writes its own into a
+    staged copy elsewhere)."""
     writes = []
     real = Path.write_text
+    out = tmp_path / "translate-en-de"
 
     def counting(self, text, *args, **kw):
-        if self.name == "metadata.json":
+        if self == out / "metadata.json":
             writes.append(json.loads(text))
         return real(self, text, *args, **kw)
 
     monkeypatch.setattr(Path, "write_text", counting)
-    out = tmp_path / "translate-en-de"
     out.mkdir()
     meta = tr_export.export_translation(translation_run, out, data_dir, quantize=True, limit_eval=20)
     assert len(writes) == 1 and writes[0] == meta  # once, with the int8 figures and the score guide in it

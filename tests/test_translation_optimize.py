@@ -15,10 +15,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from service.runtime.artifacts import ArtifactError, load_metadata, write_metadata
+from service.runtime.artifacts import ArtifactError, golden_tolerance, load_metadata, write_metadata
 from service.runtime.decoding import numpy_topk, pad_batch, translate_batched
 from service.runtime.subword import BOS_ID, EOS_ID
-from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, TranslationModel
 from training.card import translation_readme, translation_selection
 from training.translation import optimize
 from training.translation.data import load_pair
@@ -231,10 +231,10 @@ def test_int8_golden_check_uses_its_own_outputs(int8_translators, tmp_path):
     art = tmp_path / "translate-en-de"
     shutil.copytree(int8_translators / "translate-en-de", art)
     meta = json.loads((art / "metadata.json").read_text())
-    meta["golden"]["scores_int8"][0] += 3 * INT8_SCORE_ATOL
+    meta["golden"]["scores_int8"][0] += 3 * golden_tolerance(meta["golden"])
     (art / "metadata.json").write_text(json.dumps(meta))
     TranslationModel(art, precision="fp32").check_golden()  # fp32 is untouched
-    with pytest.raises(ArtifactError, match=r"decoder\.int8\.onnx: golden-input scores differ"):
+    with pytest.raises(ArtifactError, match=r"decoder\.int8\.onnx: golden-input check failed \(scores differ"):
         TranslationModel(art, precision="int8").check_golden()
     meta["golden"]["translations_int8"][0] = "nicht das"
     (art / "metadata.json").write_text(json.dumps(meta))

@@ -68,6 +68,24 @@ def training_metadata(ck: dict, best_key: str, best_name: str) -> dict:
     }
 
 
+def cross_cpu_lines(golden: dict) -> list[str]:
+    """The card's paragraph on the int8 file across CPUs (training.cross_cpu), if it was measured."""
+    rec = golden.get("int8_cross_cpu")
+    if not rec:
+        return []
+    emulated = (
+        ", ".join(f"{cpu} ({e['isa'].split(',')[0]}): {e['max_abs']:.1e}" for cpu, e in rec["emulated"].items())
+        or "none (" + rec.get("note", "not measured") + ")"
+    )
+    return [
+        "",
+        f"Across CPUs: the int8 file's golden outputs, computed on {rec['native']['cpu']} ({rec['native']['isa']}) "
+        f"and under emulated CPUs (qemu-x86_64), differ by at most: {emulated}; {rec['differ']} labels or "
+        f"translations differ. The service checks them at start-up within {golden['int8_atol']:.0e} "
+        "(10 times the measured spread, at least 1e-3): `python -m service.verify`.",
+    ]
+
+
 def write_artifact(folder: Path, meta: dict, readme: str) -> dict:
     """README.md, then metadata.json listing every file's hash (README's too); returns the metadata
     as written."""
@@ -306,6 +324,8 @@ def translation_readme(meta: dict) -> str:
             f"| test, no-attention baseline of the same size | {b['bleu']:.2f} | {b['chrf']:.2f} | "
             f"{b['bleu_lc_tok']:.2f} |"
         )
+    if q.get("shipped"):
+        lines += cross_cpu_lines(meta["golden"])
     lines += ["", "![BLEU by source length](bleu_by_length.png)", "", "## Choices, and the data they were made on", ""]
     sel = meta["selection"]
     lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")

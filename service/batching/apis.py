@@ -22,10 +22,7 @@ from fastapi import HTTPException
 from service import logs
 from service import metrics as M
 from service.batching.loop import DynamicBatchLoop
-from service.runtime.artifacts import find_artifacts
 from service.runtime.providers import Device
-from service.runtime.sentiment import SentimentModel
-from service.runtime.translation import TranslationModel
 from service.schemas import (
     ModelRef,
     SentimentRequest,
@@ -35,6 +32,7 @@ from service.schemas import (
     TranslateResponse,
     TranslateResult,
 )
+from service.verify import load_sentiment, load_translator, served_folders
 
 log = logging.getLogger("service.worker")
 
@@ -137,14 +135,13 @@ class SentimentAPI(_Base):
     endpoint = "sentiment"
 
     def _setup(self) -> None:
-        self.model = SentimentModel(
+        self.model, _ = load_sentiment(
             self.models_dir / "sentiment",
             device=self.device,
             threads=self.threads,
             precision=self.precision,
             spin=self.spin,
         )
-        self.model.check_golden()
         self.model.predict(["warm-up " * 50, "ok"])  # first run allocates; do it before /health says ready
         self.ref = ModelRef(name=self.model.name, version=self.model.version)
         self._report(
@@ -201,12 +198,11 @@ class TranslateAPI(_Base):
 
     def _setup(self) -> None:
         self.models = {}
-        for name, folder in find_artifacts(self.models_dir).items():
+        for name, folder in served_folders(self.models_dir).items():
             if name.startswith("translate-"):
-                tm = TranslationModel(
+                tm, _ = load_translator(
                     folder, device=self.device, threads=self.threads, precision=self.precision, spin=self.spin
                 )
-                tm.check_golden()
                 tm.translate(["warm-up sentence for the decoder ."], beam_size=2)
                 self.models[tm.pair] = tm
         self._report(

@@ -19,6 +19,38 @@ class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete, corrupt or does not match its metadata."""
 
 
+# int8 golden tolerance of artifacts exported before the cross-CPU measurement was recorded
+# (metadata golden.int8_atol); new exports carry their own, derived from the measured spread.
+LEGACY_INT8_ATOL = 1e-2
+
+
+class GoldenError(ArtifactError):
+    """A model file whose hash matches but whose outputs on the stored golden inputs do not:
+    a wrong or broken export, or (int8) a CPU whose kernels compute differently from every CPU
+    the export was measured on. The message names the file, the check, by how much, and the way out."""
+
+    def __init__(self, path: Path, detail: str, precision: str):
+        way_out = (
+            "this int8 file computes differently on this CPU than on every CPU its export was measured on "
+            "(metadata golden.int8_cross_cpu); serve fp32 instead (--precision fp32, or RNNSERVE_PRECISION=fp32) "
+            "and report the CPU (lscpu) with the output of `python -m service.verify`"
+            if precision == "int8"
+            else "the model file is not the export its metadata describes, or this ONNX Runtime computes it "
+            "differently; re-export it (make train-*/export) or reinstall the pinned onnxruntime"
+        )
+        super().__init__(f"{path}: golden-input check failed ({detail}); {way_out}")
+        self.path, self.detail, self.precision = path, detail, precision
+
+
+def golden_tolerance(golden: dict[str, Any]) -> float:
+    """The int8 golden tolerance an artifact records: its export's measured cross-CPU spread with
+    a margin (golden.int8_atol), or the older per-family keys, or LEGACY_INT8_ATOL."""
+    for key in ("int8_atol", "int8_score_atol"):
+        if key in golden:
+            return float(golden[key])
+    return LEGACY_INT8_ATOL
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,7 +21,6 @@ from service.runtime.artifacts import ArtifactError
 log = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "int8"]  # of the weights served; auto = int8 on CPU when an artifact ships it
-INT8_ATOL = 1e-2  # int8 kernels differ a little across CPU instruction sets (AVX2, AVX-512, VNNI)
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from training.card import cross_cpu_lines
+
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
@@ -77,7 +79,9 @@ def card(meta: dict) -> str:
         lines.append(
             f"int8 (dynamic quantization): mean validation accuracy {_pct(int8['validation_mean_accuracy'])}%, "
             f"{int8['accuracy_drop_points']:+.2f} points from fp32 (gate: {int8['max_drop_points']}): {verdict}."
+            + (f" Recipe: {int8['method']}." if "method" in int8 else "")
         )
+        lines += cross_cpu_lines(meta["golden"])
     tr = meta["training"]
     lines += [
         "",

@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from service.runtime.artifacts import load_metadata
-from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, INT8_SCORE_ATOL, TranslationModel
+from service.runtime.translation import DECODER, DECODER_INT8, EMBEDDING, ENCODER, TranslationModel
+from training.cross_cpu import INT8_GOLDEN_KEYS
 from training.data import default_data_dir
+from training.int8 import DESCRIPTION, quantize
 from training.onnx_io import io_spec
 from training.translation.data import evaluation_sets, load_pair
 from training.translation.evaluate import (
@@ -175,10 +176,9 @@ def quantize_decoder(folder: Path, dst: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as td:
         plain, q = Path(td) / "plain.onnx", Path(td) / "q.onnx"
         onnx.save(model, str(plain))
-        quantize_dynamic(
-            str(plain),
-            str(q),
-            weight_type=QuantType.QInt8,
+        quantize(
+            plain,
+            q,
             op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},  # attention's context product stays fp32
         )
@@ -202,7 +202,7 @@ def int8_decoder(folder: Path, meta: dict, data_dir: Path, *, max_drop: float = 
     quantize_decoder(folder)
     tm = onnx_translator(folder, DECODER_INT8, meta["config"], meta["decoding"])
     beam = int(meta["decoding"]["beam_size"])
-    m: dict = {"file": DECODER_INT8, "method": "onnxruntime dynamic quantization, int8 weights (per tensor)"}
+    m: dict = {"file": DECODER_INT8, "method": DESCRIPTION}
     corpus = corpus_of(meta)
     figures, _ = validation_and_test(
         lambda chunk: [tm.detok(h[0]) for h in tm.translate(chunk, beam_size=beam)],
@@ -235,12 +235,11 @@ def int8_decoder(folder: Path, meta: dict, data_dir: Path, *, max_drop: float = 
         max_drop=max_drop,
         shipped=bool(drop <= max_drop),
     )
-    g = {k: v for k, v in meta["golden"].items() if k not in ("translations_int8", "scores_int8", "int8_score_atol")}
+    g = {k: v for k, v in meta["golden"].items() if k not in INT8_GOLDEN_KEYS}
     if m["shipped"]:  # what the loader's golden check compares the int8 decoder with
         hyps = tm.translate(g["texts"], beam_size=int(g.get("beam_size", beam)))
         g["translations_int8"] = [tm.detok(h[0]) for h in hyps]
         g["scores_int8"] = [round(h[0].score, 6) for h in hyps]
-        g["int8_score_atol"] = INT8_SCORE_ATOL
     else:
         (folder / DECODER_INT8).unlink()
     return {**meta, "metrics": {**meta["metrics"], "int8": m}, "golden": g}

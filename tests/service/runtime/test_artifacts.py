@@ -228,5 +228,5 @@ def test_translation_golden_mismatch_refused(copy_models):
         TranslationModel(art).check_golden()
     (art / "metadata.json").write_text(original)
     rewrite(art, lambda m: m["golden"]["scores"].__setitem__(0, m["golden"]["scores"][0] - 0.01))
-    with pytest.raises(ArtifactError, match=r"golden-input scores differ by 1\.00e-02"):
+    with pytest.raises(ArtifactError, match=r"golden-input check failed \(scores differ by 1\.00e-02"):
         TranslationModel(art).check_golden()

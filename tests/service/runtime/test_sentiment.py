@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.runtime.artifacts import ArtifactError
-from service.runtime.sentiment import INT8_FILE, INT8_GOLDEN_ATOL, MODEL_FILE, SentimentModel
+from service.runtime.artifacts import ArtifactError, golden_tolerance
+from service.runtime.sentiment import INT8_FILE, MODEL_FILE, SentimentModel
 from tests.conftest import ROOT
 
 
@@ -104,7 +104,7 @@ def test_int8_golden_check_uses_its_own_logits(int8_models, tmp_path):
     art = tmp_path / "sentiment"
     shutil.copytree(int8_models / "sentiment", art)
     meta = json.loads((art / "metadata.json").read_text())
-    meta["golden"]["logits_int8"][0][0] += 3 * INT8_GOLDEN_ATOL
+    meta["golden"]["logits_int8"][0][0] += 3 * golden_tolerance(meta["golden"])
     (art / "metadata.json").write_text(json.dumps(meta))
     SentimentModel(art, precision="fp32").check_golden()  # fp32 is untouched
     with pytest.raises(ArtifactError, match=r"model\.int8\.onnx: golden-input check failed"):
@@ -142,7 +142,9 @@ SHIPPED = ROOT / "models"  # the repository's own
 MAX_LABEL_FLIPS = 0.0025  # fraction of reviews
 MAX_PROBABILITY_SHIFT = 0.07
 CAPTIONS = 300  # translated by each precision, per pair
-MIN_IDENTICAL_TRANSLATIONS = {"en-de": 0.84, "en-fr": 0.91}
+# Word-for-word agreement of int8 with fp32 on these captions may fall this far below the share the
+# export measured on the whole validation split (metrics.int8.validation_identical_to_fp32).
+IDENTICAL_MARGIN = 0.05
 
 
 def shipped_meta(folder: str) -> dict:
@@ -247,5 +249,5 @@ def test_shipped_translation_int8_agrees_with_fp32_as_measured(shipped_servers, 
     assert served_precision(shipped_servers["auto"], "translation", pair) == "int8"
     (out32, bleu32), (out8, bleu8) = both(run, shipped_servers)
     same = np.mean([a == b for a, b in zip(out32, out8, strict=True)])
-    assert same >= MIN_IDENTICAL_TRANSLATIONS[pair], same
+    assert same >= int8["validation_identical_to_fp32"] - IDENTICAL_MARGIN, same
     assert bleu32 - bleu8 <= int8["max_drop"], (bleu32, bleu8)
