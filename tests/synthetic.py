@@ -115,3 +115,26 @@ def write_multi30k(root: Path, sizes: dict[str, int] | None = None, seed: int = 
         for k, lang in enumerate(("en", "de", "fr")):
             with gzip.open(root / "multi30k" / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
                 f.writelines(r[k] + "\n" for r in rows)
+
+
+def write_general(root: Path, n_tatoeba: int = 500, n_news: int = 80, n_dev: int = 40, seed: int = 1) -> None:
+    """translation/ as staged for issue 21: Tatoeba (some English sentences with two
+    translations, as in the real set), news (two captions a line) and newstest2013, per pair."""
+    rng = random.Random(seed)
+    base = root / "translation"
+
+    def write(path: Path, lines: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.writelines(x + "\n" for x in lines)
+
+    tat = [caption(rng) for _ in range(n_tatoeba)]
+    tat += [(en, de.replace(".", "!"), fr.replace(".", "!")) for en, de, fr in tat[: n_tatoeba // 10]]
+    news = [tuple(f"{a} {b}" for a, b in zip(caption(rng), caption(rng), strict=True)) for _ in range(n_news)]
+    dev = [tuple(f"{a} {b}" for a, b in zip(caption(rng), caption(rng), strict=True)) for _ in range(n_dev)]
+    for k, tgt in ((1, "de"), (2, "fr")):
+        pair = f"en-{tgt}"
+        for lang, col in (("en", 0), (tgt, k)):
+            write(base / "tatoeba" / f"train.{pair}.{lang}.gz", [r[col] for r in tat])
+            write(base / "news" / pair / f"train.{lang}.gz", [r[col] for r in news])
+            write(base / "dev" / f"newstest2013.{pair}.{lang}.gz", [r[col] for r in dev])

@@ -129,11 +129,109 @@ def translation_selection(meta: dict) -> dict:
     g = meta.get("score_guide")
     if g:
         sel["score_threshold"] = {"split": "validation", "criterion": g["threshold_rule"], "value": g["threshold"]}
+    if meta.get("data", {}).get("corpus") == "general":
+        tc = meta.get("train_config", {})
+        sel["rule"] = (
+            "every choice reads the validation sets (the held-out Tatoeba slice, newstest2013, Multi30k val); "
+            "test2016 is only reported"
+        )
+        sel["checkpoint"]["criterion"] = (
+            "mean greedy sacreBLEU of the PyTorch model over the validation sets (at most "
+            f"{tc.get('val_max') or 'all'} sentences of each) after each epoch; the best epoch ships"
+        )
+        sel["vocabulary"] = {
+            "split": None,
+            "criterion": f"joint SentencePiece of {meta['config']['src_vocab']} with byte fallback and split "
+            "digits, chosen for training speed (the output layer dominates the cost) and not tuned on validation; "
+            "joint over separate was chosen on validation for the caption models",
+            "chosen": "joint" if meta["config"]["joint_vocab"] else "separate",
+        }
+        sel["mixture"] = {
+            "split": None,
+            "criterion": f"source weights {tc.get('weights')} per epoch, set beforehand and not tuned",
+        }
+        if "int8_decoder" in sel:
+            sel["int8_decoder"]["criterion"] += " (the mean over the validation sets)"
     return sel
 
 
 def _num(x: float) -> str:
     return f"{x:.2f}"
+
+
+def _general_card(meta: dict) -> list[str]:
+    """The body of the card of a general-domain translator (issue 21): data and terms, figures on
+    each validation set and on test2016, everyday sentences in and out, the score guide, choices."""
+    m, d, g, q = meta["metrics"], meta["decoding"], meta["score_guide"], meta["metrics"].get("int8", {})
+    data, v = meta["data"], g["validation"]
+    lines = [
+        "It learned from everyday sentences, news sentences and image captions, each with its terms:",
+        "",
+        *[f"- **{name}**: {text}." for name, text in data["sources"].items()],
+        "",
+        f"Training mixture: {data['train']}. Texts of several sentences are split into sentences "
+        "(service.runtime.sentences) and translated one by one. Everyday sentences, measured on the files "
+        f"in this folder as the service serves them on CPU by default (`{g['measured_with']}`):",
+        "",
+        "| input | output | score |",
+        "|---|---|---|",
+        *[f"| {o['text']} | {o['translation']} | {_num(o['score'])} |" for o in g["out_of_domain"]],
+        "",
+        "## Quality",
+        "",
+        f"Beam {d['beam_size']}, length penalty {d['length_penalty']}, at most {d['max_len_ratio']} × source "
+        f"+ {d['max_len_extra']} subwords; computed with onnxruntime on the files in this folder. "
+        f"Validation: {data['validation']}; test: {data['test']}.",
+        "",
+        "| set | sacreBLEU | chrF | BLEU (lowercase, tokenized) |",
+        "|---|---|---|---|",
+    ]
+    rows = [(f"validation: {k}", x) for k, x in m.get("validation_sets", {}).items()]
+    rows += [("validation, mean", m["validation"]), ("test: Multi30k test2016", m["test"])]
+    if q.get("shipped"):
+        rows += [(f"validation: {k}, int8 decoder", x) for k, x in q.get("validation_sets", {}).items()]
+        rows += [("validation, mean, int8 decoder", q["validation"]), ("test2016, int8 decoder", q["test"])]
+    lines += [f"| {k} | {x['bleu']:.2f} | {x['chrf']:.2f} | {x['bleu_lc_tok']:.2f} |" for k, x in rows]
+    lines += [
+        "",
+        "## How to read `score`",
+        "",
+        "`score` is the sum of the natural-log probabilities the model gave to each subword of its "
+        "output (the end-of-sentence token included), divided by the GNMT length penalty "
+        f"((5 + length) / 6)^{d['length_penalty']}; for a text of several sentences, the lowest of its "
+        f"sentences' scores. On {v['n']} validation sentences: median {_num(v['percentiles']['50'])}, "
+        f"10% below {_num(v['percentiles']['10'])}, 5% below {_num(v['percentiles']['5'])}. "
+        "Mean sentence chrF by score:",
+        "",
+        "| score | sentences | mean sentence chrF |",
+        "|---|---|---|",
+        *[f"| {b['band']} | {b['n']} | {b['mean_chrf']:.1f} |" for b in v["bands"]],
+        "",
+        f"Rough threshold: be wary of a translation whose score is below {_num(g['threshold'])} "
+        f"({g['threshold_rule']}); {g['validation_below_threshold']:.1%} of the validation sentences are.",
+        "",
+        "## Choices, and the data they were made on",
+        "",
+    ]
+    sel = meta["selection"]
+    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
+    lines.append("")
+    for key, s in sel.items():
+        if key != "rule":
+            where = f"on {s['split']}" if s["split"] else "on no split"
+            lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
+    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
+    lines += [
+        "",
+        "## Parity with the trained model",
+        "",
+        f"Each decoder step, ONNX vs PyTorch on real validation batches: max |Δ log-prob| "
+        f"{step['step_max_abs_diff']:.1e} over {step['steps_compared']} steps (gate {step['atol']}). Full beam "
+        f"search: {search['identical']} of {search['sentences']} validation translations identical "
+        f"(gate {search['required']:.0%}).",
+        "",
+    ]
+    return lines
 
 
 def translation_readme(meta: dict) -> str:
@@ -156,6 +254,10 @@ def translation_readme(meta: dict) -> str:
         "",
         "## What it knows, and what it does not",
         "",
+    ]
+    if meta["data"].get("corpus") == "general":
+        return "\n".join(lines + _general_card(meta))
+    lines += [
         f"It learned from **{meta['data']['train'].split('(')[-1].rstrip(')')} image captions** and nothing else: "
         f"{meta['data']['dataset']} ({meta['data']['citation']}), one-sentence descriptions of Flickr photos "
         "(people, animals, clothes, streets, sports). On such sentences it is good (table below). It has "

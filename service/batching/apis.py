@@ -240,30 +240,27 @@ class TranslateAPI(_Base):
                 raise HTTPException(422, f"unsupported language pair {pair}; supported: {', '.join(self.models)}")
             texts = [t for i in idx for t in reqs[i].texts]
             n_texts += len(texts)
-            src_ids = tm.encode_texts(texts)
             steps0 = tm.stepper.steps
-            hyps = tm.translate_ids(
-                src_ids,
+            done = tm.translate_texts(
+                texts,
                 beam_size=beam,
                 n_best=n_best,
                 max_length=max_len,
                 attention=any(reqs[i].return_alignments for i in idx),  # collected only when asked for
             )
             M.DECODE_STEPS.labels(pair).inc(tm.stepper.steps - steps0)
-            M.TOKENS.labels(self.endpoint, "input").inc(sum(map(len, src_ids)))
-            M.TOKENS.labels(self.endpoint, "output").inc(sum(len(h[0].tokens) for h in hyps))
+            M.TOKENS.labels(self.endpoint, "input").inc(sum(len(s) for t in done for s in t.source_ids))
+            M.TOKENS.labels(self.endpoint, "output").inc(sum(len(h.tokens) for t in done for h in t.best))
             k = 0
             for i in idx:
                 res = []
                 for _ in reqs[i].texts:
-                    best = hyps[k][0]
-                    item: dict[str, Any] = {"translation": tm.detok(best), "score": round(best.score, 5)}
+                    t = done[k]
+                    item: dict[str, Any] = {"translation": t.text, "score": round(t.score, 5)}
                     if n_best > 1:
-                        item["alternatives"] = [
-                            {"translation": tm.detok(h), "score": round(h.score, 5)} for h in hyps[k][1:]
-                        ]
+                        item["alternatives"] = [{"translation": a, "score": round(sc, 5)} for a, sc in t.alternatives]
                     if reqs[i].return_alignments:
-                        item["alignments"] = a = tm.alignment(src_ids[k], best)
+                        item["alignments"] = a = tm.text_alignment(t)
                         # float32 weights rounded to 4 places print as 0.05009999871253967: round in float64
                         a["weights"] = np.round(np.asarray(a["weights"], dtype=np.float64), 4).tolist()
                     res.append(item)

@@ -44,15 +44,32 @@ class Subword:
         return [self.sp.id_to_piece(i) for i in ids]
 
 
-def train_sentencepiece(texts: list[str], prefix: Path, vocab_size: int, model_type: str = "unigram") -> Path:
-    """Train a SentencePiece model on `texts` (train split only); returns the .model path."""
+def train_sentencepiece(
+    texts: list[str],
+    prefix: Path,
+    vocab_size: int,
+    model_type: str = "unigram",
+    *,
+    byte_fallback: bool = False,
+    split_digits: bool = False,
+    character_coverage: float = 1.0,
+) -> Path:
+    """Train a SentencePiece model on `texts` (train split only); returns the .model path.
+
+    `byte_fallback`: a character outside the vocabulary is encoded as its UTF-8 bytes (256 byte
+    pieces) instead of <unk>, so no input ever produces <unk>; rare characters can then be left to
+    bytes (`character_coverage` < 1). `split_digits`: every digit is its own piece, so numbers are
+    copied digit by digit rather than through whatever multi-digit pieces the corpus happened to
+    contain."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([clean(t) for t in texts]),
         model_prefix=str(prefix),
         vocab_size=vocab_size,
         model_type=model_type,
-        character_coverage=1.0,
+        character_coverage=character_coverage,
+        byte_fallback=byte_fallback,
+        split_digits=split_digits,
         pad_id=PAD_ID,
         unk_id=UNK_ID,
         bos_id=BOS_ID,

@@ -1,5 +1,9 @@
 """The translator at run time: verified artifact, SentencePiece, ONNX encoder + decoder step,
 and the shared numpy search (service.runtime.decoding). Training's evaluation uses this same class.
+
+`translate_texts` is what the service calls: each text is split into sentences
+(service.runtime.sentences), every sentence of the batch is decoded in one search, and each text's
+translations are joined again. `translate` translates its inputs as single sentences.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 from service.runtime.artifacts import ArtifactError, GoldenError, golden_tolerance, load_metadata
 from service.runtime.decoding import Hypothesis, State, numpy_topk, translate_batched
 from service.runtime.providers import CUDA, Device, Precision, create_session
+from service.runtime.sentences import split_texts
 from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
@@ -28,6 +33,21 @@ class Translation:
     score: float
     hypothesis: Hypothesis
     source_ids: list[int]
+
+
+@dataclass
+class TextTranslation:
+    """One text's translation, joined from its sentences' (one sentence for most texts).
+
+    `score` is the lowest of its sentences' scores, so that one badly translated sentence is not
+    hidden by good ones; `alternatives` are the n-best lists joined rank by rank (the k-th
+    alternative takes each sentence's k-th hypothesis). `source_ids` and `best` are per sentence."""
+
+    text: str
+    score: float
+    alternatives: list[tuple[str, float]]
+    source_ids: list[list[int]]
+    best: list[Hypothesis]
 
 
 class OnnxStepper:
@@ -149,6 +169,40 @@ class TranslationModel:
 
     def detok(self, h: Hypothesis) -> str:
         return self.tgt_tok.decode(h.tokens)
+
+    def translate_texts(self, texts: Sequence[str], *, n_best: int = 1, **kw) -> list[TextTranslation]:
+        """Texts of any number of sentences: split into sentences, all sentences decoded in one
+        search (`kw`: translate_ids's options; max_length applies per sentence), joined again."""
+        split = split_texts(texts, self.src_lang)
+        src_ids = self.encode_texts(split.sentences)
+        hyps = self.translate_ids(src_ids, n_best=n_best, **kw)
+        out = []
+        for span in split.spans:
+            hs = hyps[span]
+            ranks = []
+            for k in range(max(len(h) for h in hs)):
+                pick = [h[min(k, len(h) - 1)] for h in hs]
+                ranks.append((split.join_span(span, [self.detok(p) for p in pick]), min(p.score for p in pick)))
+            out.append(TextTranslation(ranks[0][0], ranks[0][1], ranks[1:n_best], src_ids[span], [h[0] for h in hs]))
+        return out
+
+    def text_alignment(self, t: TextTranslation) -> dict:
+        """alignment() over a whole text: its sentences' source and target subwords one after the
+        other, and their weights block by block (a sentence's words attend only to its source)."""
+        parts = [self.alignment(ids, h) for ids, h in zip(t.source_ids, t.best, strict=True)]
+        if len(parts) == 1:
+            return parts[0]
+        n_src = sum(len(p["source_tokens"]) for p in parts)
+        weights, offset = [], 0
+        for p in parts:
+            n = len(p["source_tokens"])
+            weights += [[0.0] * offset + row + [0.0] * (n_src - offset - n) for row in p["weights"]]
+            offset += n
+        return {
+            "source_tokens": [x for p in parts for x in p["source_tokens"]],
+            "target_tokens": [x for p in parts for x in p["target_tokens"]],
+            "weights": weights,
+        }
 
     def alignment(self, src_ids: Sequence[int], h: Hypothesis) -> dict:
         """Source and target subwords and the [target][source] attention weights (EOS row dropped)."""

@@ -30,7 +30,7 @@ from training.card import translation_readme, translation_selection, write_artif
 from training.cross_cpu import record_cross_cpu
 from training.data import default_data_dir
 from training.plots import plt
-from training.translation.data import load_pair
+from training.translation.data import evaluation_sets, evenly
 from training.translation.model import load_checkpoint
 from training.translation.translate import TorchStepper, Translator, onnx_translator
 
@@ -106,22 +106,52 @@ def plot_by_length(tables: dict[str, list[dict]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def mean_scores(per_set: dict[str, dict]) -> dict:
+    """The selection figure over several validation sets: the unweighted mean of each metric."""
+    return {
+        **{k: round(float(np.mean([m[k] for m in per_set.values()])), 2) for k in ("bleu", "chrf", "bleu_lc_tok")},
+        "n": sum(m["n"] for m in per_set.values()),
+        "mean_of": list(per_set),
+    }
+
+
+def validation_and_test(translate, data_dir: Path, tm, corpus: str, limit: int, tag: str = "") -> tuple[dict, dict]:
+    """Scores of `translate` (texts -> translations) on every validation set and on the test set:
+    ({"validation": ..., "validation_sets": {...} (several sets only), "test": ...}, test outputs)."""
+    sets = evaluation_sets(data_dir, tm.src_lang, tm.tgt_lang, corpus)
+    per, test = {}, {}
+    for name, (src, ref) in sets["validation"].items():
+        src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
+        per[name] = scores(translate_all(translate, src, f"validation {name} {tm.pair}{tag}"), ref)
+    for name, (src, ref) in sets["test"].items():
+        src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
+        hyp = translate_all(translate, src, f"test {name} {tm.pair}{tag}")
+        test = {"src": src, "ref": ref, "hyp": hyp}
+    out = {"validation": per["multi30k"] if len(per) == 1 else mean_scores(per)}
+    if len(per) > 1:
+        out["validation_sets"] = per
+    out["test"] = scores(test["hyp"], test["ref"])
+    return out, test
+
+
 def evaluate_artifact(
-    tm, data_dir: Path, out: Path, *, baseline_run: Path | None = None, limit: int = 0, beam: int = 5
+    tm,
+    data_dir: Path,
+    out: Path,
+    *,
+    baseline_run: Path | None = None,
+    limit: int = 0,
+    beam: int = 5,
+    corpus: str = "multi30k",
 ) -> dict:
-    """Metrics dict for metadata.json; writes bleu_by_length.png (and .json) into `out`."""
+    """Metrics dict for metadata.json; writes bleu_by_length.png (and .json) into `out`. With the
+    general corpus, "validation" is the mean over the validation sets (each in "validation_sets")."""
     metrics: dict = {"computed_with": f"onnxruntime, beam {beam}, length penalty {tm.alpha}"}
-    test_src = test_ref = test_hyp = None
-    for split, key in (("val", "validation"), ("test", "test")):
-        src, ref = load_pair(data_dir, split, tm.src_lang, tm.tgt_lang)
-        if limit:
-            src, ref = src[:limit], ref[:limit]
-        hyp = translate_all(
-            lambda t: [tm.detok(h[0]) for h in tm.translate(t, beam_size=beam)], src, f"{key} {tm.pair}"
-        )
-        metrics[key] = scores(hyp, ref)
-        if split == "test":
-            test_src, test_ref, test_hyp = src, ref, hyp
+    m, test = validation_and_test(
+        lambda t: [tm.detok(h[0]) for h in tm.translate(t, beam_size=beam)], data_dir, tm, corpus, limit
+    )
+    metrics.update(m)
+    test_src, test_ref, test_hyp = test["src"], test["ref"], test["hyp"]
     tables = {"attention (shipped)": by_length(test_src, test_hyp, test_ref)}
     if baseline_run is not None:
         base, _ = load_checkpoint(baseline_run)
@@ -147,14 +177,19 @@ def evaluate_artifact(
     return metrics
 
 
-def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5) -> dict:
+SCORE_GUIDE_PER_SET = 1000  # the score guide reads at most this many sentences of each validation set
+
+
+def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5, corpus: str = "multi30k") -> dict:
     """How `score` reads on this model: its distribution over the validation captions, the
     quality (sentence chrF) per score band, a threshold taken from validation alone, and what
     OUT_OF_DOMAIN sentences come back as. `tm` should be what the service serves (its decoder
     file is recorded)."""
-    src, ref = load_pair(data_dir, "val", tm.src_lang, tm.tgt_lang)
-    if limit:
-        src, ref = src[:limit], ref[:limit]
+    src, ref = [], []
+    for pair in evaluation_sets(data_dir, tm.src_lang, tm.tgt_lang, corpus)["validation"].values():
+        s, r = evenly(pair, SCORE_GUIDE_PER_SET) if corpus != "multi30k" else pair
+        src += s[:limit] if limit else s
+        ref += r[:limit] if limit else r
     best = translate_all(lambda t: [h[0] for h in tm.translate(t, beam_size=beam)], src, f"score guide {tm.pair}")
     s = np.array([h.score for h in best])
     chrf = np.array([sacrebleu.sentence_chrf(tm.detok(h), [r]).score for h, r in zip(best, ref, strict=True)])
@@ -177,8 +212,9 @@ def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5) -> dict:
             "bands": bands,
         },
         "threshold": threshold,
-        "threshold_rule": f"the {THRESHOLD_PERCENTILE}th percentile of the validation captions' scores, "
-        "rounded down to half a point",
+        "threshold_rule": f"the {THRESHOLD_PERCENTILE}th percentile of the validation "
+        + ("captions' scores" if corpus == "multi30k" else "sentences' scores (at most 1,000 of each set)")
+        + ", rounded down to half a point",
         "validation_below_threshold": round(float(np.mean(s < threshold)), 4),
         "out_of_domain": [
             {"text": t, "translation": tm.detok(h), "score": round(h.score, 4)}
@@ -186,6 +222,11 @@ def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5) -> dict:
         ],
         "out_of_domain_below_threshold": int(sum(h.score < threshold for h in ood)),
     }
+
+
+def corpus_of(meta: dict) -> str:
+    """The training corpus an artifact's figures are measured for ("multi30k" before issue 21)."""
+    return meta.get("data", {}).get("corpus", "multi30k")
 
 
 def served(folder: Path) -> TranslationModel:
@@ -260,13 +301,14 @@ def main(argv: list[str] | None = None) -> None:
     tm = TranslationModel(a.artifact)  # verifies every file before anything is rewritten
     meta = tm.meta
     if a.update_artifact or a.rewrite_card:
-        meta = {**meta, "score_guide": score_guide(served(a.artifact), data_dir)}  # before the plot changes a hash
+        guide = score_guide(served(a.artifact), data_dir, corpus=corpus_of(meta))
+        meta = {**meta, "score_guide": guide}  # before the plot changes a hash
     if a.rewrite_card:
         meta = publish(a.artifact, meta)
         print(json.dumps(meta["score_guide"], indent=2, ensure_ascii=False))
         return
     out = a.artifact if a.update_artifact else (a.out or Path(tempfile.mkdtemp()))
-    m = evaluate_artifact(tm, data_dir, out, baseline_run=a.baseline_run)
+    m = evaluate_artifact(tm, data_dir, out, baseline_run=a.baseline_run, corpus=corpus_of(meta))
     if a.update_artifact:
         if "int8" in meta["metrics"]:
             m["int8"] = meta["metrics"]["int8"]

@@ -22,7 +22,7 @@ from service.runtime.translation import DECODER, ENCODER, SPM_SRC, SPM_TGT, Onnx
 from training.card import base_metadata, training_metadata
 from training.onnx_io import ParityError, io_spec, onnx_export
 from training.translation import optimize
-from training.translation.data import MULTI30K_URL, load_pair
+from training.translation.data import GENERAL_DATA, MULTI30K_URL, evaluation_sets, evenly
 from training.translation.evaluate import evaluate_artifact, publish, score_guide, served_files
 from training.translation.model import Seq2Seq, load_checkpoint
 from training.translation.translate import TorchStepper, onnx_stepper, onnx_translator, translate_ids
@@ -185,6 +185,20 @@ def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]],
     return report
 
 
+PARITY_PER_SET = 500  # general recipe: parity sentences from each validation set
+
+
+def general_data(ck: dict) -> dict:
+    """metadata.json's "data" for the general-domain recipe: sources, terms, mixture, splits."""
+    tc = ck["train_config"]
+    return {
+        **GENERAL_DATA,
+        "corpus": "general",
+        "train": f"Tatoeba (minus its validation slice) + WMT news + Multi30k train, mixture weights {tc['weights']}",
+        "vocabulary_trained_on": "the union of the training text, each sentence once (no validation or test text)",
+    }
+
+
 def export_translation(
     run: Path,
     out: Path,
@@ -205,9 +219,14 @@ def export_translation(
     shutil.copy(run / "spm.src.model", out / SPM_SRC)
     shutil.copy(run / "spm.tgt.model", out / SPM_TGT)
     src_tok, tgt_tok = Subword(out / SPM_SRC), Subword(out / SPM_TGT)
-    src_va, tgt_va = load_pair(data_dir, "val", cfg.src_lang, cfg.tgt_lang)
-    if limit_eval:
-        src_va, tgt_va = src_va[:limit_eval], tgt_va[:limit_eval]
+    corpus = ck["train_config"].get("corpus", "multi30k")
+    # Parity on real validation sentences: all of Multi30k val (the caption recipe), or up to
+    # PARITY_PER_SET of each validation set, evenly spaced (the general recipe).
+    src_va, tgt_va = [], []
+    for pair in evaluation_sets(data_dir, cfg.src_lang, cfg.tgt_lang, corpus)["validation"].values():
+        s, t = evenly(pair, PARITY_PER_SET) if corpus != "multi30k" else pair
+        src_va += s[:limit_eval] if limit_eval else s
+        tgt_va += t[:limit_eval] if limit_eval else t
     va_s, va_t = src_tok.encode_batch(src_va), tgt_tok.encode_batch(tgt_va)
     onnx = onnx_stepper(out, DECODER)
     parity = {"step": check_step_parity(model, onnx, va_s, va_t)}
@@ -219,7 +238,7 @@ def export_translation(
     hyps = fp32.translate(GOLDEN_TEXTS, beam_size=DECODING["beam_size"])
     if (run / "curve.png").exists():  # the training curve, shipped beside the model
         shutil.copy(run / "curve.png", out / "training_curve.png")
-    name = f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{'attention' if cfg.attention else 'noattn'}"
+    name = f"{corpus}-{cfg.src_lang}-{cfg.tgt_lang}-{'attention' if cfg.attention else 'noattn'}"
     meta = {
         **base_metadata(name, "translation", version),
         **training_metadata(ck, "best_bleu", "best_val_bleu_greedy_pytorch"),
@@ -230,7 +249,9 @@ def export_translation(
             "src_vocab": len(src_tok),
             "tgt_vocab": len(tgt_tok),
         },
-        "data": {
+        "data": general_data(ck)
+        if corpus == "general"
+        else {
             "dataset": "Multi30k task 1",
             "source": MULTI30K_URL,
             "citation": "Elliott et al., Multi30K: Multilingual English-German Image Descriptions, 2016"
@@ -248,9 +269,9 @@ def export_translation(
             "translations": [fp32.detok(h[0]) for h in hyps],
             "scores": [round(h[0].score, 6) for h in hyps],
         },
-        "metrics": evaluate_artifact(fp32, data_dir, out, baseline_run=baseline_run, limit=limit_eval),
+        "metrics": evaluate_artifact(fp32, data_dir, out, baseline_run=baseline_run, limit=limit_eval, corpus=corpus),
     }
     if quantize:
         meta = optimize.int8_decoder(out, meta, data_dir, limit=limit_eval)
-    meta["score_guide"] = score_guide(served_files(out, meta), data_dir, limit=limit_eval)
+    meta["score_guide"] = score_guide(served_files(out, meta), data_dir, limit=limit_eval, corpus=corpus)
     return publish(out, meta)

@@ -1,12 +1,16 @@
-"""Train an attention seq2seq translator on Multi30k.
+"""Train an attention seq2seq translator: on the general-domain union (`--corpus general`: Tatoeba,
+WMT news and Multi30k; the recipe `make train-translation` runs) or on Multi30k alone (the default
+of this module, and of the models trained before issue 21).
 
-    python -m training.translation.train --pair en-de --out runs/translate-en-de
+    python -m training.translation.train --pair en-de --corpus general --out runs/translate-en-de
+    python -m training.translation.train --pair en-de --out runs/translate-en-de   # Multi30k only
     python -m training.translation.train --pair en-de --no-attention --out runs/baseline-en-de
     python -m training.translation.train --pair en-de --out /tmp/t --limit 300 --epochs 1   # smoke run
 
-Resumes from `<out>/last.pt` when present. Each epoch: teacher-forced training with label
-smoothing, validation loss, and greedy validation BLEU (sacreBLEU) which selects `best.pt` and
-drives the learning-rate schedule and early stopping. Writes `history.json`, `report.json` and
+Resumes from `<out>/last.pt` when present, also from within an epoch when `--checkpoint-minutes`
+saved one there. Each epoch: teacher-forced training with label smoothing, validation loss, and
+greedy BLEU (sacreBLEU) on each validation set; their mean selects `best.pt` and drives early
+stopping (and the learning rate under `--schedule plateau`). Writes `history.json`, `report.json` and
 `curve.png`. Export with `training.export translation`.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import random
 import shutil
 import time
@@ -31,7 +36,7 @@ from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sente
 from training.data import default_data_dir
 from training.plots import plot_curves
 from training.sentiment.data import bucketed_batches
-from training.translation.data import load_pair
+from training.translation.data import evenly, load_general, load_pair
 from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.translate import TorchStepper, translate_ids
 
@@ -39,8 +44,12 @@ from training.translation.translate import TorchStepper, translate_ids
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 25
-    batch_size: int = 64
+    batch_size: int = 64  # sentences per batch; with token_budget, the most a batch may hold
+    token_budget: int = 0  # >0: batches of at most this many padded target tokens (batch x longest target)
     lr: float = 1e-3
+    schedule: str = "plateau"  # "plateau": halve on a flat epoch; "cosine": warmup, then cosine to lr*min_lr_frac
+    warmup_steps: int = 0  # cosine only: linear warmup over this many batches
+    min_lr_frac: float = 0.05  # cosine only: the last batch's learning rate, as a fraction of lr
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
     patience: int = 4  # epochs without a better validation BLEU before stopping
@@ -48,21 +57,102 @@ class TrainConfig:
     max_train_len: int = 80  # drop training pairs longer than this (subwords), rare outliers
     seed: int = 7
     limit: int = 0  # train on only this many pairs (smoke runs, tests); 0 = all
+    corpus: str = "multi30k"  # "multi30k" or "general" (Tatoeba + WMT news + Multi30k, issue 21)
+    weights: str = "tatoeba=1,news=1,multi30k=1"  # general: each source's repeats per epoch
+    byte_fallback: bool = False  # SentencePiece: unknown characters as bytes, never <unk>
+    split_digits: bool = False  # SentencePiece: one piece per digit
+    character_coverage: float = 1.0  # SentencePiece (with byte_fallback, rarer characters become bytes)
+    val_max: int = 0  # per-epoch greedy BLEU on at most this many sentences of each validation set; 0 = all
+    checkpoint_minutes: float = 0.0  # >0: also save last.pt within an epoch this often (resume mid-epoch)
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """ "tatoeba=1,news=2" -> {"tatoeba": 1.0, "news": 2.0}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, w = part.partition("=")
+        out[name.strip()] = float(w)
+    return out
+
+
+def token_batches(
+    lengths: list[int], budget: int, max_batch: int, *, shuffle: bool, seed: int = 0, pool: int = 20000
+) -> list[list[int]]:
+    """Index batches of similar length holding at most `budget` padded tokens (batch size x the
+    longest length in it) and at most `max_batch` sentences, so short sentences come in large
+    batches and long ones in small batches, and each batch costs about the same. Shuffled:
+    sorted within random pools of `pool` sentences, batch order shuffled."""
+    idx = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(idx)
+    else:
+        pool = len(idx) or 1
+    batches: list[list[int]] = []
+    for s in range(0, len(idx), pool):
+        cur: list[int] = []
+        longest = 0
+        for i in sorted(idx[s : s + pool], key=lambda i: lengths[i]):
+            m = max(longest, lengths[i])
+            if cur and ((len(cur) + 1) * m > budget or len(cur) >= max_batch):
+                batches.append(cur)
+                cur, m = [], lengths[i]
+            cur.append(i)
+            longest = m
+        if cur:
+            batches.append(cur)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def load_corpus(
+    data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig
+) -> tuple[list[str], list[str], list[str], list[str], dict[str, tuple[list[str], list[str]]]]:
+    """Training pairs (weighted mixture), the distinct training text the vocabulary learns from
+    (source side, target side), and the validation sets by name."""
+    src, tgt = cfg.src_lang, cfg.tgt_lang
+    if tcfg.corpus == "multi30k":
+        src_tr, tgt_tr = load_pair(data_dir, "train", src, tgt)
+        valid = {"multi30k": load_pair(data_dir, "val", src, tgt)}
+        if tcfg.limit:
+            src_tr, tgt_tr = src_tr[: tcfg.limit], tgt_tr[: tcfg.limit]
+        vocab_src, vocab_tgt = src_tr, tgt_tr
+    elif tcfg.corpus == "general":
+        corpus = load_general(data_dir, src, tgt)
+        src_tr, tgt_tr, _ = corpus.mixture(parse_weights(tcfg.weights), seed=tcfg.seed)
+        vocab_src = [x for s, _ in corpus.train.values() for x in s]
+        vocab_tgt = [x for _, t in corpus.train.values() for x in t]
+        valid = dict(corpus.valid)
+        if tcfg.limit:
+            pick = sorted(random.Random(tcfg.seed).sample(range(len(src_tr)), min(tcfg.limit, len(src_tr))))
+            src_tr, tgt_tr = [src_tr[i] for i in pick], [tgt_tr[i] for i in pick]
+            vocab_src, vocab_tgt = src_tr, tgt_tr
+    else:
+        raise ValueError(f"corpus must be 'multi30k' or 'general', not {tcfg.corpus!r}")
+    if tcfg.limit:
+        n = max(20, tcfg.limit // 10)
+        valid = {k: (s[:n], t[:n]) for k, (s, t) in valid.items()}
+    return src_tr, tgt_tr, vocab_src, vocab_tgt, valid
 
 
 def build_tokenizers(
-    out: Path, cfg: TranslationConfig, src_train: list[str], tgt_train: list[str]
+    out: Path, cfg: TranslationConfig, src_train: list[str], tgt_train: list[str], **spm_options
 ) -> tuple[Subword, Subword]:
+    """`spm_options`: byte_fallback, split_digits, character_coverage (train_sentencepiece)."""
     src_model, tgt_model = out / "spm.src.model", out / "spm.tgt.model"
     if not (src_model.exists() and tgt_model.exists()):
         if cfg.joint_vocab:
-            m = train_sentencepiece(src_train + tgt_train, out / "spm.joint", cfg.src_vocab)
+            m = train_sentencepiece(src_train + tgt_train, out / "spm.joint", cfg.src_vocab, **spm_options)
             shutil.copy(m, src_model)
             shutil.copy(m, tgt_model)
         else:
-            shutil.copy(train_sentencepiece(src_train, out / "spm.src_", cfg.src_vocab), src_model)
-            shutil.copy(train_sentencepiece(tgt_train, out / "spm.tgt_", cfg.tgt_vocab), tgt_model)
+            shutil.copy(train_sentencepiece(src_train, out / "spm.src_", cfg.src_vocab, **spm_options), src_model)
+            shutil.copy(train_sentencepiece(tgt_train, out / "spm.tgt_", cfg.tgt_vocab, **spm_options), tgt_model)
     return Subword(src_model), Subword(tgt_model)
+
+
+MAX_VAL_LEN = 256  # validation loss: sources and references cut here (the service cuts sources at 256)
 
 
 def make_batch(src: list[list[int]], tgt: list[list[int]], idx: list[int]):
@@ -86,17 +176,66 @@ def bleu_of(
     return sacrebleu.corpus_bleu(out, [refs]).score, out
 
 
+def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig, steps_per_epoch: int):
+    if tcfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=tcfg.lr_patience)
+    if tcfg.schedule == "cosine":
+        total = max(1, tcfg.epochs * steps_per_epoch)
+        warm = max(0, tcfg.warmup_steps)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            p = min(1.0, (step - warm) / max(1, total - warm))
+            return tcfg.min_lr_frac + (1 - tcfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    raise ValueError(f"schedule must be 'plateau' or 'cosine', not {tcfg.schedule!r}")
+
+
+def validate(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, val_max: int) -> dict:
+    """Validation loss over every set, and greedy BLEU on each (at most val_max sentences of
+    each); `val_bleu_greedy` is the mean of the sets' BLEU, the selection figure."""
+    model.eval()
+    row: dict = {}
+    vl, vn = 0.0, 0
+    bleus = []
+    with torch.no_grad():
+        for name, (src, ref) in valid.items():
+            va_s, va_t = src_tok.encode_batch(src), tgt_tok.encode_batch(ref)
+            va_s = [x[:MAX_VAL_LEN] or [EOS_ID] for x in va_s]
+            va_t = [x[:MAX_VAL_LEN] for x in va_t]
+            for idx in bucketed_batches([len(s) for s in va_s], 64, shuffle=False):
+                s, sl, ti, to = make_batch(va_s, va_t, idx)
+                lg = model(s, sl, ti)
+                vl += float(
+                    F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum")
+                )
+                vn += int((to != PAD_ID).sum())
+            sub_s, sub_r = evenly((src, ref), val_max)
+            b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1)
+            bleus.append(b)
+            if len(valid) > 1:
+                row[f"val_bleu_{name}"] = b
+    row = {"val_loss": vl / vn, "val_ppl": float(np.exp(vl / vn)), "val_bleu_greedy": float(np.mean(bleus)), **row}
+    return row
+
+
 def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
-    src_tr, tgt_tr = load_pair(data_dir, "train", cfg.src_lang, cfg.tgt_lang)
-    src_va, tgt_va = load_pair(data_dir, "val", cfg.src_lang, cfg.tgt_lang)
-    if tcfg.limit:
-        src_tr, tgt_tr = src_tr[: tcfg.limit], tgt_tr[: tcfg.limit]
-        src_va, tgt_va = src_va[: max(20, tcfg.limit // 10)], tgt_va[: max(20, tcfg.limit // 10)]
-    src_tok, tgt_tok = build_tokenizers(out, cfg, src_tr, tgt_tr)
+    src_tr, tgt_tr, vocab_src, vocab_tgt, valid = load_corpus(data_dir, cfg, tcfg)
+    src_tok, tgt_tok = build_tokenizers(
+        out,
+        cfg,
+        vocab_src,
+        vocab_tgt,
+        byte_fallback=tcfg.byte_fallback,
+        split_digits=tcfg.split_digits,
+        character_coverage=tcfg.character_coverage,
+    )
     cfg = dataclasses.replace(cfg, src_vocab=len(src_tok), tgt_vocab=len(tgt_tok))
     pairs = [
         (s, t)
@@ -104,12 +243,23 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len
     ]
     tr_s, tr_t = [p[0] for p in pairs], [p[1] for p in pairs]
-    va_s, va_t = src_tok.encode_batch(src_va), tgt_tok.encode_batch(tgt_va)
+    print(
+        f"{len(tr_s)} training pairs ({len(src_tr) - len(tr_s)} longer than {tcfg.max_train_len} left out)", flush=True
+    )
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        if tcfg.token_budget:
+            lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+            return token_batches(lengths, tcfg.token_budget, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch)
+        return list(bucketed_batches([len(s) for s in tr_s], tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
 
     model = Seq2Seq(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=tcfg.lr_patience)
+    batches = epoch_batches(1)
+    sched = make_scheduler(opt, tcfg, len(batches))
     state = {"epoch": 0, "history": [], "best_bleu": -1.0, "bad_epochs": 0, "train_seconds": 0.0}
+    # Progress within the epoch being trained, saved by the mid-epoch checkpoints.
+    partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
     last = out / "last.pt"
     if last.exists():
         ck = torch.load(last, weights_only=False)
@@ -117,17 +267,37 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
+        partial = ck.get("partial") or partial
         torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed from {last} after epoch {state['epoch']}", flush=True)
-    lengths = [len(s) for s in tr_s]
+        where = f", {partial['step']} batches into epoch {state['epoch'] + 1}" if partial["step"] else ""
+        print(f"resumed from {last} after epoch {state['epoch']}{where}", flush=True)
+
+    def checkpoint(*, improved: bool = False) -> None:
+        ck = {
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "train_config": dataclasses.asdict(tcfg),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "state": state,
+            "partial": partial,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if improved:
+            torch.save({k: ck[k] for k in ("model", "config", "train_config", "state")}, out / "best.pt")
+        torch.save(ck, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(last)
+
     while state["epoch"] < tcfg.epochs and state["bad_epochs"] < tcfg.patience:
         epoch = state["epoch"] + 1
-        t0 = time.time()
+        t0 = time.time() - partial["seconds"]
+        last_save = time.time()
         model.train()
-        tot, ntok = 0.0, 0
-        batches = list(bucketed_batches(lengths, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
-        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", mininterval=5)
-        for idx in bar:
+        batches = epoch_batches(epoch)
+        done = partial["step"]
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", mininterval=10, initial=done)
+        bar.update(0)
+        for step, idx in enumerate(batches[done:], start=done + 1):
             s, sl, ti, to = make_batch(tr_s, tr_t, idx)
             logits = model(s, sl, ti)
             loss = F.cross_entropy(
@@ -140,31 +310,47 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
             opt.step()
+            if tcfg.schedule != "plateau":
+                sched.step()
             n = int((to != PAD_ID).sum())
-            tot += loss.item() * n
-            ntok += n
-            bar.set_postfix(loss=f"{tot / ntok:.3f}")
-        model.eval()
-        with torch.no_grad():
-            vl, vn = 0.0, 0
-            for idx in bucketed_batches([len(s) for s in va_s], 128, shuffle=False):
-                s, sl, ti, to = make_batch(va_s, va_t, idx)
-                lg = model(s, sl, ti)
-                vl += float(
-                    F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum")
-                )
-                vn += int((to != PAD_ID).sum())
-        bleu, _ = bleu_of(model, src_tok, tgt_tok, src_va, tgt_va, beam=1)
-        sched.step(bleu)
+            partial["loss_sum"] += loss.item() * n
+            partial["tokens"] += n
+            partial["src_tokens"] += int(sl.sum())
+            partial["step"] = step
+            bar.update(1)
+            elapsed = time.time() - t0
+            bar.set_postfix(
+                loss=f"{partial['loss_sum'] / partial['tokens']:.3f}",
+                tgt_tok_s=f"{partial['tokens'] / elapsed:.0f}",
+                refresh=False,
+            )
+            if (
+                tcfg.checkpoint_minutes
+                and time.time() - last_save >= 60 * tcfg.checkpoint_minutes
+                and step < len(batches)
+            ):
+                partial["seconds"] = time.time() - t0
+                checkpoint()
+                last_save = time.time()
+                print(f"\ncheckpoint: epoch {epoch}, batch {step}/{len(batches)}, "
+                      f"{partial['tokens'] / partial['seconds']:.0f} target tokens/s", flush=True)  # fmt: skip
+        bar.close()
+        train_seconds = time.time() - t0
+        v0 = time.time()
+        val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max)
+        bleu = val["val_bleu_greedy"]
+        if tcfg.schedule == "plateau":
+            sched.step(bleu)
         state["train_seconds"] += time.time() - t0
         row = {
             "epoch": epoch,
-            "train_loss": tot / ntok,
-            "val_loss": vl / vn,
-            "val_ppl": float(np.exp(vl / vn)),
-            "val_bleu_greedy": bleu,
+            "train_loss": partial["loss_sum"] / partial["tokens"],
+            **val,
             "lr": opt.param_groups[0]["lr"],
             "seconds": round(time.time() - t0, 1),
+            "train_tokens_per_s": round(partial["tokens"] / train_seconds, 1),
+            "train_src_tokens_per_s": round(partial["src_tokens"] / train_seconds, 1),
+            "validation_seconds": round(time.time() - v0, 1),
         }
         state["history"].append(row)
         print(json.dumps(row), flush=True)
@@ -173,25 +359,16 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         state["best_bleu"], state["bad_epochs"] = (
             (bleu, 0) if improved else (state["best_bleu"], state["bad_epochs"] + 1)
         )
-        ck = {
-            "model": model.state_dict(),
-            "config": cfg.to_dict(),
-            "train_config": dataclasses.asdict(tcfg),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "state": state,
-            "torch_rng": torch.get_rng_state(),
-        }
-        if improved:
-            torch.save({k: ck[k] for k in ("model", "config", "train_config", "state")}, out / "best.pt")
-        torch.save(ck, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(last)
+        partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
+        checkpoint(improved=improved)
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
+        bleu_keys = [k for k in state["history"][-1] if k.startswith("val_bleu")]
+        corpus = "Multi30k" if tcfg.corpus == "multi30k" else "Tatoeba + news + Multi30k"
         plot_curves(
             state["history"],
             out / "curve.png",
-            title=f"Multi30k {cfg.src_lang}-{cfg.tgt_lang} ({'attention' if cfg.attention else 'no attention'})",
-            panels=[("loss", ["train_loss", "val_loss"]), ("BLEU", ["val_bleu_greedy"])],
+            title=f"{corpus} {cfg.src_lang}-{cfg.tgt_lang} ({'attention' if cfg.attention else 'no attention'})",
+            panels=[("loss", ["train_loss", "val_loss"]), ("greedy validation BLEU", bleu_keys)],
         )
     report = {
         "config": cfg.to_dict(),
@@ -211,14 +388,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pair", default="en-de", help="source-target, e.g. en-de or en-fr")
     p.add_argument("--out", type=Path, default=None, help="default: runs/translate-<pair>")
     p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data if present, else ./data")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leaves a core to other work)")
     p.add_argument("--no-attention", action="store_true", help="train the no-attention baseline")
     p.add_argument("--separate-vocab", action="store_true", help="one SentencePiece model per language")
     for f in dataclasses.fields(TranslationConfig):
         if f.type in ("int", "float", "str") and f.name not in ("src_lang", "tgt_lang"):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        if isinstance(f.default, bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

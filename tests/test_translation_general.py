@@ -1,0 +1,137 @@
+"""The general-domain translation recipe of issue 21 (training.translation.data, train.py's
+corpus, batching and checkpoints) on a small synthetic copy of the staged data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import training.translation.train as tr_train
+from service.runtime.subword import UNK_ID, Subword
+from tests.synthetic import write_general, write_multi30k
+from training.translation.data import load_general, tatoeba_split
+from training.translation.model import TranslationConfig
+from training.translation.train import TrainConfig, parse_weights, token_batches, train
+
+TINY = TranslationConfig(
+    src_vocab=400, tgt_vocab=400, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1
+)
+GENERAL = TrainConfig(
+    epochs=2,
+    corpus="general",
+    weights="tatoeba=1,news=0.5,multi30k=2",
+    token_budget=400,
+    batch_size=32,
+    lr=5e-3,
+    schedule="cosine",
+    warmup_steps=5,
+    byte_fallback=True,
+    split_digits=True,
+    val_max=15,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("general-data")
+    write_multi30k(root)
+    write_general(root)
+    return root
+
+
+def test_tatoeba_slice_is_deterministic_and_never_shares_a_source_with_training(data_dir):
+    a = tatoeba_split(data_dir, "en", "de", n_val=60)
+    b = tatoeba_split(data_dir, "en", "de", n_val=60)
+    assert a == b
+    train_src = {s.lower() for s in a["train"][0]}
+    assert 60 <= len(a["val"][0]) < 70 and not train_src & {s.lower() for s in a["val"][0]}
+    assert len(a["train"][0]) + len(a["val"][0]) == 550
+    assert tatoeba_split(data_dir, "en", "de", n_val=60, seed=1)["val"] != a["val"]
+
+
+def test_general_corpus_has_three_sources_and_three_validation_sets(data_dir):
+    c = load_general(data_dir, "en", "fr")
+    assert list(c.train) == ["tatoeba", "news", "multi30k"]
+    assert list(c.valid) == ["tatoeba", "newstest2013", "multi30k"]
+    assert [len(s) for s, _ in c.valid.values()][1:] == [40, 40]
+    src, tgt, names = c.mixture(parse_weights("tatoeba=1,news=0.5,multi30k=2"))
+    assert names.count("tatoeba") == len(c.train["tatoeba"][0])
+    assert names.count("news") == 40 and names.count("multi30k") == 1200
+    assert len(src) == len(tgt) == len(names)
+    assert c.mixture({"news": 0})[2].count("news") == 0
+
+
+def test_token_batches_cover_every_pair_once_within_the_budget():
+    lengths = [1 + (i * 7) % 40 for i in range(1000)]
+    batches = token_batches(lengths, 200, 16, shuffle=True, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 16 and len(b) * max(lengths[i] for i in b) <= 200 for b in batches)
+    assert batches == token_batches(lengths, 200, 16, shuffle=True, seed=3)
+
+
+def test_general_run_never_produces_unk_and_records_each_validation_set(data_dir, tmp_path):
+    report = train(tmp_path / "run", data_dir, TINY, GENERAL)
+    row = report["history"][-1]
+    for key in ("val_bleu_tatoeba", "val_bleu_newstest2013", "val_bleu_multi30k", "train_tokens_per_s"):
+        assert key in row
+    mean = (row["val_bleu_tatoeba"] + row["val_bleu_newstest2013"] + row["val_bleu_multi30k"]) / 3
+    assert row["val_bleu_greedy"] == pytest.approx(mean)
+    tok = Subword(tmp_path / "run" / "spm.src.model")
+    ids = tok.encode("Call Anna at 555-0199 on Monday. Ünïcødé ☃ 東京")
+    assert UNK_ID not in ids
+    assert tok.decode(ids) == "Call Anna at 555-0199 on Monday. Ünïcødé ☃ 東京"
+    # one piece per digit (here byte pieces: the synthetic corpus has no digits)
+    assert len([p for p in tok.pieces(tok.encode("555")) if p != "\u2581"]) == 3
+
+
+def test_run_killed_mid_epoch_resumes_from_its_last_batch_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
+    straight = train(tmp_path / "straight", data_dir, TINY, GENERAL)
+    tcfg = GENERAL.__class__(**{**GENERAL.__dict__, "checkpoint_minutes": 1e-9})  # a checkpoint after every batch
+    real, calls = tr_train.make_batch, {"n": 0}
+
+    def power_cut(*a):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise RuntimeError("power cut")
+        return real(*a)
+
+    monkeypatch.setattr(tr_train, "make_batch", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(tmp_path / "run", data_dir, TINY, tcfg)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["partial"]["step"] > 0
+    monkeypatch.setattr(tr_train, "make_batch", real)
+    resumed = train(tmp_path / "run", data_dir, TINY, tcfg)
+    assert "batches into epoch" in capsys.readouterr().out
+
+    def strip(h):
+        return [{k: v for k, v in r.items() if "seconds" not in k and not k.endswith("_per_s")} for r in h]
+
+    assert strip(resumed["history"]) == strip(straight["history"])
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == resumed["history"]
+
+
+def test_export_of_a_general_model_measures_every_validation_set_and_names_its_data(data_dir, tmp_path):
+    from service.runtime.translation import TranslationModel
+    from training.translation.export import export_translation
+
+    train(tmp_path / "run", data_dir, TINY, GENERAL)
+    (tmp_path / "art").mkdir()
+    meta = export_translation(tmp_path / "run", tmp_path / "art", data_dir, quantize=True, limit_eval=12)
+    assert meta["name"] == "general-en-de-attention" and meta["data"]["corpus"] == "general"
+    assert set(meta["data"]["sources"]) == {"tatoeba", "news", "multi30k"}
+    m = meta["metrics"]
+    assert list(m["validation_sets"]) == ["tatoeba", "newstest2013", "multi30k"]
+    mean = sum(x["bleu"] for x in m["validation_sets"].values()) / 3
+    assert m["validation"]["bleu"] == pytest.approx(mean, abs=0.01) and m["test"]["n"] == 12
+    q = m["int8"]
+    assert q["validation_bleu_drop"] == pytest.approx(m["validation"]["bleu"] - q["validation"]["bleu"], abs=0.01)
+    assert meta["selection"]["rule"].startswith("every choice reads the validation sets")
+    card = (tmp_path / "art" / "README.md").read_text()
+    assert "CC-BY 2.0" in card and "validation: newstest2013" in card
+    TranslationModel(tmp_path / "art", precision="auto").check_golden()

@@ -1,0 +1,103 @@
+"""Measure training speed (target tokens per second) of translation configurations on real data.
+
+    python -m training.translation.speed --spm runs/translate-en-de/spm.src.model --pair en-de \
+        --variant base: --variant small:dec_hidden=256 --budget 4000 --budget 8000
+
+Each variant trains from a fresh model on the same batches of the general-domain mixture (token
+batches, `token_batches`) for `--seconds` after a warm-up, one torch thread by default, and prints
+target tokens/s, sentences/s and the projected minutes per epoch. Training code is train.py's
+own (make_batch, loss, Adam, clipping), so the figure is what a run gets, give or take validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from service.runtime.subword import PAD_ID, Subword
+from training.data import default_data_dir
+from training.translation.model import Seq2Seq, TranslationConfig
+from training.translation.train import TrainConfig, load_corpus, make_batch, token_batches
+
+
+def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, seconds: float, lr: float) -> dict:
+    torch.manual_seed(0)
+    model = Seq2Seq(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    batches = token_batches(lengths, budget, max_batch, shuffle=True, seed=1)
+    tokens_epoch = sum(len(t) + 1 for t in tr_t)
+    tok = sents = 0
+    t0 = None
+    for i, idx in enumerate(batches):
+        if i == 3:
+            t0, tok, sents = time.time(), 0, 0
+        s, sl, ti, to = make_batch(tr_s, tr_t, idx)
+        logits = model(s, sl, ti)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), to.reshape(-1), ignore_index=PAD_ID)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tok += int((to != PAD_ID).sum())
+        sents += len(idx)
+        if t0 is not None and time.time() - t0 >= seconds:
+            break
+    dt = time.time() - t0
+    return {
+        "tgt_tokens_per_s": round(tok / dt),
+        "sentences_per_s": round(sents / dt, 1),
+        "batches_per_epoch": len(batches),
+        "minutes_per_epoch": round(tokens_epoch / (tok / dt) / 60, 1),
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="en-de")
+    p.add_argument("--spm", type=Path, required=True, help="a joint SentencePiece model for both sides")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--weights", default=TrainConfig.weights)
+    p.add_argument("--variant", action="append", default=[], help="name:field=value,... (TranslationConfig)")
+    p.add_argument("--budget", type=int, action="append", default=[])
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--max-train-len", type=int, default=80)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    src, tgt = a.pair.split("-")
+    tok = Subword(a.spm)
+    base = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok))
+    src_tr, tgt_tr, *_ = load_corpus(
+        a.data_dir or default_data_dir(), base, TrainConfig(corpus="general", weights=a.weights)
+    )
+    pairs = [
+        (s, t)
+        for s, t in zip(tok.encode_batch(src_tr), tok.encode_batch(tgt_tr), strict=True)
+        if 0 < len(s) <= a.max_train_len and 0 < len(t) <= a.max_train_len
+    ]
+    tr_s, tr_t = [x[0] for x in pairs], [x[1] for x in pairs]
+    for v in a.variant or ["base:"]:
+        name, _, spec = v.partition(":")
+        kw = {}
+        for item in filter(None, spec.split(",")):
+            k, _, val = item.partition("=")
+            kw[k] = type(getattr(base, k))(val)
+        cfg = dataclasses.replace(base, **kw)
+        for budget in a.budget or [4000]:
+            r = measure(cfg, tr_s, tr_t, budget, a.max_batch, a.seconds, a.lr)
+            print(json.dumps({"variant": name, **kw, "budget": budget, "max_batch": a.max_batch, **r}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
