@@ -155,6 +155,30 @@ def translation_selection(meta: dict) -> dict:
     return sel
 
 
+def _choices_and_parity(meta: dict) -> list[str]:
+    """The card's selection record and its parity section, the same for every translator."""
+    lines: list[str] = []
+    sel = meta["selection"]
+    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
+    lines.append("")
+    for key, s in sel.items():
+        if key != "rule":
+            where = f"on {s['split']}" if s["split"] else "on no split"
+            lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
+    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
+    lines += [
+        "",
+        "## Parity with the trained model",
+        "",
+        f"Each decoder step, ONNX vs PyTorch on real validation batches: max |Δ log-prob| "
+        f"{step['step_max_abs_diff']:.1e} over {step['steps_compared']} steps (gate {step['atol']}). Full beam "
+        f"search: {search['identical']} of {search['sentences']} validation translations identical "
+        f"(gate {search['required']:.0%}).",
+        "",
+    ]
+    return lines
+
+
 def _num(x: float) -> str:
     return f"{x:.2f}"
 
@@ -213,25 +237,7 @@ def _general_card(meta: dict) -> list[str]:
         "## Choices, and the data they were made on",
         "",
     ]
-    sel = meta["selection"]
-    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
-    lines.append("")
-    for key, s in sel.items():
-        if key != "rule":
-            where = f"on {s['split']}" if s["split"] else "on no split"
-            lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
-    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
-    lines += [
-        "",
-        "## Parity with the trained model",
-        "",
-        f"Each decoder step, ONNX vs PyTorch on real validation batches: max |Δ log-prob| "
-        f"{step['step_max_abs_diff']:.1e} over {step['steps_compared']} steps (gate {step['atol']}). Full beam "
-        f"search: {search['identical']} of {search['sentences']} validation translations identical "
-        f"(gate {search['required']:.0%}).",
-        "",
-    ]
-    return lines
+    return lines + _choices_and_parity(meta)
 
 
 def translation_readme(meta: dict) -> str:
@@ -327,22 +333,4 @@ def translation_readme(meta: dict) -> str:
     if q.get("shipped"):
         lines += cross_cpu_lines(meta["golden"])
     lines += ["", "![BLEU by source length](bleu_by_length.png)", "", "## Choices, and the data they were made on", ""]
-    sel = meta["selection"]
-    lines.append(f"{sel['rule'][0].upper()}{sel['rule'][1:]}.")
-    lines.append("")
-    for key, s in sel.items():
-        if key != "rule":
-            where = f"on {s['split']}" if s["split"] else "on no split"
-            lines.append(f"- {key.replace('_', ' ')}, {where}: {s['criterion']}.")
-    step, search = meta["parity"]["step"], meta["parity"]["beam_search"]
-    lines += [
-        "",
-        "## Parity with the trained model",
-        "",
-        f"Each decoder step, ONNX vs PyTorch on real validation batches: max |Δ log-prob| "
-        f"{step['step_max_abs_diff']:.1e} over {step['steps_compared']} steps (gate {step['atol']}). Full beam "
-        f"search: {search['identical']} of {search['sentences']} validation translations identical "
-        f"(gate {search['required']:.0%}).",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + _choices_and_parity(meta))
