@@ -22,6 +22,13 @@ Both servers run side by side (idle ones cost nothing) and the measurements are 
 rounds (--rounds, median reported), so that a change in the machine's load hits every
 configuration alike.
 
+Two more servers run beside them, measured in the same rounds: the batched server with
+`--scheduling fifo` (first come, first served, the scheduling before issue 22), so that fair
+scheduling's cost with one client shows as a ratio (target: throughput and p99 within 5%); and,
+with --baseline-models DIR, the batched server over other artifacts (say, the models of an earlier
+commit: `git archive <rev> models | tar -x -C /tmp/old`), so that a model change's serving cost
+shows as a ratio (target: translation throughput at least 75% of the baseline's, issue 21).
+
 Targets: batching >= 3x on both endpoints, served >= 70% of raw. Prints a table and writes
 `serving.json` and `serving.png` under --out (default bench/results/).
 
@@ -55,6 +62,8 @@ from bench.serving_report import (
     TARGET_BATCHING,
     TARGET_PROTOCOL,
     TARGET_RAW,
+    comparison_rows,
+    comparison_table,
     plot,
     plot_protocols,
     protocol_rows,
@@ -182,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         help="protocols measured beside /v1 on the batched server, same load, same rounds "
         f"(comma-separated, from {', '.join(PROTOCOLS[1:])}; '' for none)",
     )
+    p.add_argument(
+        "--baseline-models",
+        type=Path,
+        default=None,
+        help="also serve these artifacts (batched, same settings) and report throughput and p99 against them",
+    )
+    p.add_argument("--no-fifo", action="store_true", help="skip the --scheduling fifo server")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows each median")
     p.add_argument("--quick", action="store_true", help="a short smoke run (256 reviews, 128 sentences, 1 round)")
     a = p.parse_args(argv)
@@ -194,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     models_dir = a.models_dir.resolve()
     if not (models_dir / "sentiment").is_dir() and not any(models_dir.glob("translate-*")):
         print(f"no model artifacts under {models_dir}; train and export them first (see README)", file=sys.stderr)
+        return 2
+    baseline_dir = a.baseline_models.resolve() if a.baseline_models else None
+    if baseline_dir and not (baseline_dir / "sentiment").is_dir() and not any(baseline_dir.glob("translate-*")):
+        print(f"no model artifacts under --baseline-models {baseline_dir}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -237,21 +257,28 @@ def main(argv: list[str] | None = None) -> int:
 
     res: dict[str, Any] = {}
     runs: dict[str, dict[str, list]] = {
-        k: {"sentiment": [], "translate": []} for k in ("batched", "unbatched", "raw", "raw_single", *protocols)
+        k: {"sentiment": [], "translate": []}
+        for k in ("batched", "unbatched", "fifo", "baseline", "raw", "raw_single", *protocols)
     }
     with tempfile.TemporaryDirectory(prefix="rnnserve-bench-") as logs:
         servers = {"batched": extra, "unbatched": [*extra, "--max-batch-size", "1"]}
+        if not a.no_fifo:
+            servers["fifo"] = [*extra, "--scheduling", "fifo"]
+        if baseline_dir:
+            servers["baseline"] = extra
+        server_models = {name: baseline_dir if name == "baseline" else models_dir for name in servers}
         procs: dict[str, ServerProcess] = {}
         raw: RawLanes | None = None
         try:
             for name, args in servers.items():
                 print(f"[{name}] starting python -m service {' '.join(args)}", flush=True)
-                procs[name] = ServerProcess(models_dir, args, Path(logs), name)
+                procs[name] = ServerProcess(server_models[name], args, Path(logs), name)
             for name, srv in procs.items():
                 srv.wait_healthy()
                 info = srv.info()
                 res[name] = {
                     "server_args": servers[name],
+                    "models_dir": str(server_models[name]),
                     "info": {k: info[k] for k in ("runtime", "batching")},
                     "models": [
                         {k: m.get(k) for k in ("name", "version", "providers", "pair", "task", "file", "precision")}
@@ -362,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         for endpoint, rs in runs[name].items():
             if rs:
                 res[name][endpoint] = median_run(rs)
-        if name in ("batched", "unbatched"):
+        if name in ("batched", "unbatched", "fifo", "baseline"):
             for endpoint in ("sentiment", "translate"):
                 if endpoint in res[name]:
                     res[name][endpoint]["concurrency"] = (
@@ -371,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = summarize(res)
     prows = protocol_rows(res, protocols)
+    crows = comparison_rows(res)
     machine = {
         "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -382,11 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
         "models_dir": str(models_dir),
+        "baseline_models_dir": str(baseline_dir) if baseline_dir else None,
         "transport": a.transport,
         "data_dir": str(data_dir),
         "targets": {"batching_speedup": TARGET_BATCHING, "served_over_raw": TARGET_RAW},
         "summary": rows,
         "protocols": prows,
+        "comparisons": crows,
         "details": res,
     }
     (a.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -407,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(protocol_table(prows))
         print(f"\ntarget: every protocol within {TARGET_PROTOCOL:.0%} of /v1's throughput (same server, same load)")
+    if crows:
+        print()
+        print(comparison_table(crows))
     print(
         f"\ntargets: batching >= {TARGET_BATCHING:.0f}x, served >= {TARGET_RAW:.0%} of raw; "
         f"{threads} ONNX Runtime thread(s) per session, max batch {max_batch}; load average {machine['load_avg_1m']:.1f}"

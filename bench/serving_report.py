@@ -11,6 +11,12 @@ from typing import Any
 
 TARGET_BATCHING, TARGET_RAW = 3.0, 0.70  # batching >= 3x, served >= 70% of raw
 TARGET_PROTOCOL = 0.90  # every protocol within 10% of /v1's throughput
+# The batched server against others measured in the same rounds: (name, what it is, the figures the
+# target bounds, the lowest ratio of ours over theirs allowed for throughput, the highest for p99).
+COMPARISONS = {
+    "fifo": ("fair (default) vs --scheduling fifo, one client", ("sentiment", "translate"), 0.95, 1.05),
+    "baseline": ("these models vs --baseline-models", ("translate",), 0.75, None),
+}
 
 
 def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,6 +49,55 @@ def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def comparison_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batched server's throughput and p99 over each comparison server's, endpoint by endpoint,
+    with the verdict of the targets in COMPARISONS where they bound that endpoint."""
+    rows = []
+    for name, (what, bounded, min_thr, max_p99) in COMPARISONS.items():
+        for ep in ("sentiment", "translate"):
+            b, o = res.get("batched", {}).get(ep), res.get(name, {}).get(ep)
+            if not (b and o):
+                continue
+            thr, p99 = b["throughput"] / o["throughput"], b["p99_ms"] / o["p99_ms"]
+            ok = None
+            if ep in bounded:
+                ok = thr >= min_thr and (max_p99 is None or p99 <= max_p99)
+            rows.append(
+                {
+                    "comparison": name,
+                    "what": what,
+                    "endpoint": ep,
+                    "rps": b["throughput"],
+                    "other_rps": o["throughput"],
+                    "throughput_ratio": thr,
+                    "p99_ms": b["p99_ms"],
+                    "other_p99_ms": o["p99_ms"],
+                    "p99_ratio": p99,
+                    "target": (
+                        f"throughput >= {min_thr:.0%}" + (f", p99 <= {max_p99:.0%}" if max_p99 else "")
+                        if ep in bounded
+                        else None
+                    ),
+                    "ok": ok,
+                }
+            )
+    return rows
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| comparison | endpoint | req/s | other req/s | **throughput ×** | p99 ms | other p99 ms | **p99 ×** | target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        verdict = "" if r["ok"] is None else (" ✓" if r["ok"] else " ✗")
+        lines.append(
+            f"| {r['what']} | {r['endpoint']} | {r['rps']:.1f} | {r['other_rps']:.1f} | **{r['throughput_ratio']:.3f}×** | "
+            f"{r['p99_ms']:.0f} | {r['other_p99_ms']:.0f} | **{r['p99_ratio']:.3f}×** | {(r['target'] or '-')}{verdict} |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -36,6 +36,8 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
         "1",
         "--device",
         "cpu",
+        "--baseline-models",
+        str(models_dir),
     ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -61,6 +63,17 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
         assert p["rps"] > 0 and p["over_v1"] == pytest.approx(p["rps"] / protos[(endpoint, "v1")]["rps"])
     assert report["details"]["grpc"]["sentiment"]["requests"] == 48
     assert (out / "protocols.png").stat().st_size > 5000 and "× /v1" in r.stdout
+    # side by side in the same rounds: the fifo-scheduled server and the --baseline-models server
+    assert report["details"]["fifo"]["server_args"][-2:] == ["--scheduling", "fifo"]
+    assert report["details"]["baseline"]["models_dir"] == str(models_dir.resolve())
+    comps = {(c["comparison"], c["endpoint"]): c for c in report["comparisons"]}
+    assert set(comps) == {(n, e) for n in ("fifo", "baseline") for e in ("sentiment", "translate")}
+    for (name, endpoint), c in comps.items():
+        other = report["details"][name][endpoint]
+        assert c["throughput_ratio"] == pytest.approx(rows[endpoint]["batched_rps"] / other["throughput"])
+        assert c["p99_ratio"] == pytest.approx(rows[endpoint]["batched_p99_ms"] / other["p99_ms"])
+        assert (c["ok"] is None) == (name == "baseline" and endpoint == "sentiment")
+    assert "--scheduling fifo" in r.stdout and "throughput ×" in r.stdout
 
 
 @pytest.mark.slow
