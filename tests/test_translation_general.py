@@ -116,13 +116,24 @@ def test_run_killed_mid_epoch_resumes_from_its_last_batch_checkpoint(data_dir, t
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == resumed["history"]
 
 
-def test_export_of_a_general_model_measures_every_validation_set_and_names_its_data(data_dir, tmp_path):
-    from service.runtime.translation import TranslationModel
+@pytest.fixture(scope="module")
+def general_models(data_dir, tmp_path_factory):
+    """A tiny general-domain en-de model trained and exported through the real code into a models dir."""
     from training.translation.export import export_translation
 
-    train(tmp_path / "run", data_dir, TINY, GENERAL)
-    (tmp_path / "art").mkdir()
-    meta = export_translation(tmp_path / "run", tmp_path / "art", data_dir, quantize=True, limit_eval=12)
+    run = tmp_path_factory.mktemp("general-run")
+    train(run, data_dir, TINY, GENERAL)
+    models = tmp_path_factory.mktemp("general-models")
+    (models / "translate-en-de").mkdir()
+    export_translation(run, models / "translate-en-de", data_dir, quantize=True, limit_eval=12)
+    return models
+
+
+def test_export_of_a_general_model_measures_every_validation_set_and_names_its_data(general_models):
+    from service.runtime.translation import TranslationModel
+
+    art = general_models / "translate-en-de"
+    meta = json.loads((art / "metadata.json").read_text())
     assert meta["name"] == "general-en-de-attention" and meta["data"]["corpus"] == "general"
     assert set(meta["data"]["sources"]) == {"tatoeba", "news", "multi30k"}
     m = meta["metrics"]
@@ -132,6 +143,39 @@ def test_export_of_a_general_model_measures_every_validation_set_and_names_its_d
     q = m["int8"]
     assert q["validation_bleu_drop"] == pytest.approx(m["validation"]["bleu"] - q["validation"]["bleu"], abs=0.01)
     assert meta["selection"]["rule"].startswith("every choice reads the validation sets")
-    card = (tmp_path / "art" / "README.md").read_text()
+    card = (art / "README.md").read_text()
     assert "CC-BY 2.0" in card and "validation: newstest2013" in card
-    TranslationModel(tmp_path / "art", precision="auto").check_golden()
+    TranslationModel(art, precision="auto").check_golden()
+
+
+@pytest.mark.slow
+def test_quality_over_http_is_what_the_served_model_translates(general_models, data_dir, tmp_path):
+    """python -m bench.translation_quality (issue 21's acceptance figures) starts the real server,
+    translates each set over HTTP and scores it: the same BLEU and chrF as the served artifact
+    translating the same sentences in-process at beam 5."""
+    import subprocess
+    import sys
+
+    import sacrebleu
+
+    from bench.translation_quality import load_set
+    from service.runtime.translation import TranslationModel
+    from training.translation.data import evenly
+
+    out = tmp_path / "quality.json"
+    cmd = [sys.executable, "-m", "bench.translation_quality", "--models-dir", str(general_models)]
+    cmd += ["--data-dir", str(data_dir), "--limit", "10", "--per-request", "10", "--concurrency", "1", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [(x["pair"], x["set"], x["n"]) for x in report["results"]] == [
+        ("en-de", s, 10) for s in ("tatoeba", "newstest2013", "multi30k_test2016")
+    ]
+    assert report["models"][0]["precision"] == "int8" and "| en-de | tatoeba | 10 |" in r.stdout
+    tm = TranslationModel(general_models / "translate-en-de", precision="auto")
+    for row in report["results"]:
+        assert row["ok"] is None  # a --limit run is no verdict
+        src, ref = evenly(load_set(data_dir, row["set"], "en", "de"), 10)
+        hyps = [t.text for t in tm.translate_texts(src, beam_size=5)]
+        assert row["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [ref]).score, abs=0.01)
+        assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [ref]).score, abs=0.01)
