@@ -145,6 +145,9 @@ def test_export_of_a_general_model_measures_every_validation_set_and_names_its_d
     assert meta["selection"]["rule"].startswith("every choice reads the validation sets")
     card = (art / "README.md").read_text()
     assert "CC-BY 2.0" in card and "validation: newstest2013" in card
+    # three samples of each validation set, as translated at export
+    assert [card.count(f"| {k} | ") for k in m["validation_sets"]] == [3, 3, 3]
+    assert all(len(x["samples"]) == 3 for x in m["validation_sets"].values())
     TranslationModel(art, precision="auto").check_golden()
 
 

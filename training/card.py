@@ -183,6 +183,11 @@ def _num(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _cell(text: str) -> str:
+    """A sentence as a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _general_card(meta: dict) -> list[str]:
     """The body of the card of a general-domain translator (issue 21): data and terms, figures on
     each validation set and on test2016, everyday sentences in and out, the score guide, choices."""
@@ -216,6 +221,21 @@ def _general_card(meta: dict) -> list[str]:
         rows += [(f"validation: {k}, int8 decoder", x) for k, x in q.get("validation_sets", {}).items()]
         rows += [("validation, mean, int8 decoder", q["validation"]), ("test2016, int8 decoder", q["test"])]
     lines += [f"| {k} | {x['bleu']:.2f} | {x['chrf']:.2f} | {x['bleu_lc_tok']:.2f} |" for k, x in rows]
+    samples = [(k, x) for k, x in m.get("validation_sets", {}).items() if x.get("samples")]
+    if samples:
+        lines += [
+            "",
+            "Validation sentences, evenly spaced through each set (the Tatoeba slice is ordered by length), "
+            "translated by the files in this folder (fp32, beam 5):",
+            "",
+            "| set | source | translation | reference |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {_cell(e['source'])} | {_cell(e['translation'])} | {_cell(e['reference'])} |"
+            for k, x in samples
+            for e in x["samples"]
+        ]
     lines += [
         "",
         "## How to read `score`",

@@ -54,6 +54,9 @@ GUIDE_ATOL = 1e-4  # the runtime must reproduce the guide's out-of-domain scores
 BUCKETS = [(1, 8), (9, 12), (13, 16), (17, 20), (21, 25), (26, 1000)]  # source words
 
 
+SAMPLES_PER_SET = 3  # validation sentences shown per set on a general model's card
+
+
 def scores(hyps: list[str], refs: list[str]) -> dict:
     metric = sacrebleu.BLEU()
     bleu = metric.corpus_score(hyps, [refs])
@@ -122,7 +125,11 @@ def validation_and_test(translate, data_dir: Path, tm, corpus: str, limit: int, 
     per, test = {}, {}
     for name, (src, ref) in sets["validation"].items():
         src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
-        per[name] = scores(translate_all(translate, src, f"validation {name} {tm.pair}{tag}"), ref)
+        hyp = translate_all(translate, src, f"validation {name} {tm.pair}{tag}")
+        per[name] = scores(hyp, ref)
+        if len(sets["validation"]) > 1:  # the general card shows a few of each set, evenly spaced
+            s, h, r = (evenly((src, x), SAMPLES_PER_SET)[1] for x in (src, hyp, ref))
+            per[name]["samples"] = [{"source": a, "translation": b, "reference": c} for a, b, c in zip(s, h, r)]
     for name, (src, ref) in sets["test"].items():
         src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
         hyp = translate_all(translate, src, f"test {name} {tm.pair}{tag}")
