@@ -167,7 +167,18 @@ def test_quality_over_http_is_what_the_served_model_translates(general_models, d
 
     out = tmp_path / "quality.json"
     cmd = [sys.executable, "-m", "bench.translation_quality", "--models-dir", str(general_models)]
-    cmd += ["--data-dir", str(data_dir), "--limit", "10", "--per-request", "10", "--concurrency", "1", "--out", str(out)]
+    cmd += [
+        "--data-dir",
+        str(data_dir),
+        "--limit",
+        "10",
+        "--per-request",
+        "10",
+        "--concurrency",
+        "1",
+        "--out",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads(out.read_text())
