@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         for endpoint, rs in runs[name].items():
             if rs:
                 res[name][endpoint] = median_run(rs)
-        if name in ("batched", "unbatched", "fifo", "baseline"):
+        if name in ("batched", "unbatched", "fifo", "baseline") and name in res:  # fifo, baseline: if served
             for endpoint in ("sentiment", "translate"):
                 if endpoint in res[name]:
                     res[name][endpoint]["concurrency"] = (

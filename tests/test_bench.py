@@ -77,6 +77,22 @@ def test_bench_produces_a_consistent_report(models_dir, data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_without_the_side_servers_still_reports(models_dir, data_dir, tmp_path):
+    """`make bench` as users run it, with no --baseline-models (and here --no-fifo): no
+    comparison rows for servers that did not run, and no crash at the end of a long run."""
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "bench.serving", "--models-dir", str(models_dir), "--data-dir", str(data_dir)]
+    cmd += ["--out", str(out), "--reviews", "16", "--sentences", "8", "--warmup", "2", "--rounds", "1"]
+    cmd += ["--device", "cpu", "--protocols", "", "--no-fifo"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((out / "serving.json").read_text())
+    assert report["comparisons"] == [] and {p["protocol"] for p in report["protocols"]} == {"v1"}
+    assert "fifo" not in report["details"] and "baseline" not in report["details"]
+    assert {row["endpoint"] for row in report["summary"]} == {"sentiment", "translate"}
+
+
+@pytest.mark.slow
 def test_soak_runs_and_judges_what_it_measured(models_dir, data_dir, tmp_path):
     """python -m bench.soak (`make soak`), a few seconds long: capacity, the open-loop soak on
     both endpoints at once through the load engine, the per-minute table and the verdict."""
