@@ -6,6 +6,7 @@ of this module, and of the models trained before issue 21).
     python -m training.translation.train --pair en-de --out runs/translate-en-de   # Multi30k only
     python -m training.translation.train --pair en-de --no-attention --out runs/baseline-en-de
     python -m training.translation.train --pair en-de --out /tmp/t --limit 300 --epochs 1   # smoke run
+    python -m training.translation.train ... --workers 2   # data-parallel: one process per core
 
 Resumes from `<out>/last.pt` when present, also from within an epoch when `--checkpoint-minutes`
 saved one there. Each epoch: teacher-forced training with label smoothing, validation loss, and
@@ -34,6 +35,7 @@ from tqdm import tqdm
 
 from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sentencepiece
 from training.data import default_data_dir
+from training.parallel import Group, spawn
 from training.plots import plot_curves
 from training.sentiment.data import bucketed_batches
 from training.translation.data import evenly, load_general, load_pair
@@ -64,6 +66,7 @@ class TrainConfig:
     character_coverage: float = 1.0  # SentencePiece (with byte_fallback, rarer characters become bytes)
     val_max: int = 0  # per-epoch greedy BLEU on at most this many sentences of each validation set; 0 = all
     checkpoint_minutes: float = 0.0  # >0: also save last.pt within an epoch this often (resume mid-epoch)
+    workers: int = 1  # data-parallel processes (training.parallel): each step takes one batch per worker
 
 
 def parse_weights(spec: str) -> dict[str, float]:
@@ -221,21 +224,27 @@ def validate(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, va
     return row
 
 
-def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) -> dict:
+def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, group: Group | None = None) -> dict:
+    """One process, or (with `group`, from `spawn`) one of `tcfg.workers` data-parallel workers:
+    then each optimizer step sums the gradients of one batch per worker over all their target
+    tokens (the step one process would take on the union of the batches), and the lead worker
+    alone validates, checkpoints and writes the run's files. Returns the report (the lead's)."""
+    group = group or Group()
+    lead = group.lead
     out.mkdir(parents=True, exist_ok=True)
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
     src_tr, tgt_tr, vocab_src, vocab_tgt, valid = load_corpus(data_dir, cfg, tcfg)
-    src_tok, tgt_tok = build_tokenizers(
-        out,
-        cfg,
-        vocab_src,
-        vocab_tgt,
-        byte_fallback=tcfg.byte_fallback,
-        split_digits=tcfg.split_digits,
-        character_coverage=tcfg.character_coverage,
-    )
+    spm_options = {
+        "byte_fallback": tcfg.byte_fallback,
+        "split_digits": tcfg.split_digits,
+        "character_coverage": tcfg.character_coverage,
+    }
+    if lead:  # the others wait, then load what the lead trained
+        build_tokenizers(out, cfg, vocab_src, vocab_tgt, **spm_options)
+    group.barrier()
+    src_tok, tgt_tok = build_tokenizers(out, cfg, vocab_src, vocab_tgt, **spm_options)
     cfg = dataclasses.replace(cfg, src_vocab=len(src_tok), tgt_vocab=len(tgt_tok))
     pairs = [
         (s, t)
@@ -243,9 +252,12 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len
     ]
     tr_s, tr_t = [p[0] for p in pairs], [p[1] for p in pairs]
-    print(
-        f"{len(tr_s)} training pairs ({len(src_tr) - len(tr_s)} longer than {tcfg.max_train_len} left out)", flush=True
-    )
+    if lead:
+        print(
+            f"{len(tr_s)} training pairs ({len(src_tr) - len(tr_s)} longer than {tcfg.max_train_len} left out)"
+            + (f", {group.world} workers" if group.world > 1 else ""),
+            flush=True,
+        )
 
     def epoch_batches(epoch: int) -> list[list[int]]:
         if tcfg.token_budget:
@@ -253,10 +265,16 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
             return token_batches(lengths, tcfg.token_budget, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch)
         return list(bucketed_batches([len(s) for s in tr_s], tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
 
+    def epoch_steps(epoch: int) -> list[list[list[int]]]:
+        """The epoch's batches in steps of one batch per worker."""
+        b = epoch_batches(epoch)
+        return [b[i : i + group.world] for i in range(0, len(b), group.world)]
+
     model = Seq2Seq(cfg)
+    if group.rank:  # the same initial weights (seeded above), different dropout masks
+        torch.manual_seed(tcfg.seed + 1000 * group.rank)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    batches = epoch_batches(1)
-    sched = make_scheduler(opt, tcfg, len(batches))
+    sched = make_scheduler(opt, tcfg, len(epoch_steps(1)))
     state = {"epoch": 0, "history": [], "best_bleu": -1.0, "bad_epochs": 0, "train_seconds": 0.0}
     # Progress within the epoch being trained, saved by the mid-epoch checkpoints.
     partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
@@ -268,9 +286,14 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
         partial = ck.get("partial") or partial
-        torch.set_rng_state(ck["torch_rng"])
-        where = f", {partial['step']} batches into epoch {state['epoch'] + 1}" if partial["step"] else ""
-        print(f"resumed from {last} after epoch {state['epoch']}{where}", flush=True)
+        if lead:
+            torch.set_rng_state(ck["torch_rng"])
+            unit = "batches" if group.world == 1 else f"steps of {group.world} batches"
+            where = f", {partial['step']} {unit} into epoch {state['epoch'] + 1}" if partial["step"] else ""
+            print(f"resumed from {last} after epoch {state['epoch']}{where}", flush=True)
+        else:
+            torch.manual_seed(tcfg.seed + 1000 * group.rank + 7919 * state["epoch"] + partial["step"])
+    group.broadcast_params(model)
 
     def checkpoint(*, improved: bool = False) -> None:
         ck = {
@@ -288,34 +311,62 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
         torch.save(ck, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
 
-    while state["epoch"] < tcfg.epochs and state["bad_epochs"] < tcfg.patience:
-        epoch = state["epoch"] + 1
+    while True:
+        # the lead's state decides, for every worker: go on?, which epoch, from which step
+        go, epoch, done = group.broadcast_ints(
+            state["epoch"] < tcfg.epochs and state["bad_epochs"] < tcfg.patience, state["epoch"] + 1, partial["step"]
+        )
+        if not go:
+            break
         t0 = time.time() - partial["seconds"]
         last_save = time.time()
         model.train()
-        batches = epoch_batches(epoch)
-        done = partial["step"]
-        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", mininterval=10, initial=done)
+        batches = epoch_steps(epoch)
+        unit = "batch" if group.world == 1 else f"step of {group.world} batches"
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch}/{tcfg.epochs}",
+            unit=unit,
+            mininterval=10,
+            initial=done,
+            disable=not lead,
+        )
         bar.update(0)
-        for step, idx in enumerate(batches[done:], start=done + 1):
-            s, sl, ti, to = make_batch(tr_s, tr_t, idx)
-            logits = model(s, sl, ti)
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]),
-                to.reshape(-1),
-                ignore_index=PAD_ID,
-                label_smoothing=tcfg.label_smoothing,
-            )
+        for step, step_batches in enumerate(batches[done:], start=done + 1):
+            idx = step_batches[group.rank] if group.rank < len(step_batches) else None
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if idx is not None:
+                s, sl, ti, to = make_batch(tr_s, tr_t, idx)
+                n, n_src = int((to != PAD_ID).sum()), int(sl.sum())
+            else:  # the epoch's last step, when the batches do not divide evenly among the workers
+                n, n_src = 0, 0
+            n_all, n_src_all = group.sum_scalars(n, n_src)
+            loss_value = 0.0
+            if idx is not None:
+                logits = model(s, sl, ti)
+                # the sum over this worker's tokens, divided by the step's tokens over all workers:
+                # summed over the workers, the mean loss of the union of their batches
+                loss = (
+                    F.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]),
+                        to.reshape(-1),
+                        ignore_index=PAD_ID,
+                        label_smoothing=tcfg.label_smoothing,
+                        reduction="sum",
+                    )
+                    / n_all
+                )
+                loss.backward()
+                loss_value = loss.item()
+            group.sum_grads(model.parameters())
+            (loss_value,) = group.sum_scalars(loss_value)
             nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
             opt.step()
             if tcfg.schedule != "plateau":
                 sched.step()
-            n = int((to != PAD_ID).sum())
-            partial["loss_sum"] += loss.item() * n
-            partial["tokens"] += n
-            partial["src_tokens"] += int(sl.sum())
+            partial["loss_sum"] += loss_value * n_all
+            partial["tokens"] += int(n_all)
+            partial["src_tokens"] += int(n_src_all)
             partial["step"] = step
             bar.update(1)
             elapsed = time.time() - t0
@@ -325,7 +376,8 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
                 refresh=False,
             )
             if (
-                tcfg.checkpoint_minutes
+                lead
+                and tcfg.checkpoint_minutes
                 and time.time() - last_save >= 60 * tcfg.checkpoint_minutes
                 and step < len(batches)
             ):
@@ -336,6 +388,10 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
                       f"{partial['tokens'] / partial['seconds']:.0f} target tokens/s", flush=True)  # fmt: skip
         bar.close()
         train_seconds = time.time() - t0
+        if not lead:  # the lead validates and saves; its state decides at the top of the loop
+            state["epoch"] = epoch
+            partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
+            continue
         v0 = time.time()
         val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max)
         bleu = val["val_bleu_greedy"]
@@ -370,6 +426,8 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) 
             title=f"{corpus} {cfg.src_lang}-{cfg.tgt_lang} ({'attention' if cfg.attention else 'no attention'})",
             panels=[("loss", ["train_loss", "val_loss"]), ("greedy validation BLEU", bleu_keys)],
         )
+    if not lead:
+        return {}
     report = {
         "config": cfg.to_dict(),
         "train_config": dataclasses.asdict(tcfg),
@@ -413,10 +471,17 @@ def main(argv: list[str] | None = None) -> None:
         **kw,
     )
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
-    report = train(a.out or Path(f"runs/translate-{a.pair}"), a.data_dir or default_data_dir(), cfg, tcfg)
-    print(
-        f"best greedy val BLEU {report['best_val_bleu_greedy']:.2f} after {report['epochs_run']} epochs, {report['train_seconds']:.0f}s"
-    )
+    out, data_dir = a.out or Path(f"runs/translate-{a.pair}"), a.data_dir or default_data_dir()
+    spawn(_train_and_report, tcfg.workers, out, data_dir, cfg, tcfg, threads=a.threads or 1)
+
+
+def _train_and_report(group: Group, out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig) -> None:
+    report = train(out, data_dir, cfg, tcfg, group)
+    if group.lead:
+        print(
+            f"best greedy val BLEU {report['best_val_bleu_greedy']:.2f} after {report['epochs_run']} epochs, "
+            f"{report['train_seconds']:.0f}s"
+        )
 
 
 if __name__ == "__main__":
