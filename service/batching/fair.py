@@ -193,7 +193,12 @@ class FairScheduler:
         self._dispatched = 0
         self.served: dict[str, float] = {}  # cost dispatched per client, for tests and /metrics
         self.expired: deque[Job] = deque()
-        self._deadlines: list[tuple[float, int, Job]] = []  # a heap: the next deadline is checked, not every job
+        # A heap: the next deadline is checked, not every job. Jobs leave it lazily (one dispatched
+        # at once stays until its deadline passes), so it is compacted when it holds more than twice
+        # the jobs still waiting: otherwise a busy server would keep every request of the last
+        # request_timeout seconds alive, answer and all (30 s at 700 requests/s: 21,000).
+        self._deadlines: list[tuple[float, int, Job]] = []
+        self._jobs_waiting = 0
 
     # -- admission ---------------------------------------------------------------------------------
 
@@ -229,6 +234,10 @@ class FairScheduler:
             c.counter = max(c.counter, min(others) if others else self.vtime)
         job.seq = self._seq = self._seq + 1
         bisect.insort(c.jobs, job, key=_order)
+        self._jobs_waiting += 1
+        if len(self._deadlines) > 2 * self._jobs_waiting + 64:
+            self._deadlines = [e for e in self._deadlines if e[2].next_unit < len(e[2].units) and not e[2].expired]
+            heapq.heapify(self._deadlines)
         heapq.heappush(self._deadlines, (job.deadline, job.seq, job))
         c.queued += job.queued_cost
         self.queued += job.queued_cost
@@ -253,6 +262,7 @@ class FairScheduler:
             if c is None or job.next_unit == len(job.units) or job not in c.jobs:
                 continue  # all dispatched, or withdrawn
             c.jobs.remove(job)
+            self._jobs_waiting -= 1
             q = job.queued_cost
             c.queued -= q
             self.queued -= q
@@ -276,6 +286,7 @@ class FairScheduler:
         job.next_unit += 1
         if job.next_unit == len(job.units):
             c.jobs.pop(0)
+            self._jobs_waiting -= 1
         self.vtime = c.counter
         self._dispatched += 1
         c.last = self._dispatched
@@ -301,6 +312,7 @@ class FairScheduler:
         if c is None or job not in c.jobs:
             return
         c.jobs.remove(job)
+        self._jobs_waiting -= 1
         q = job.queued_cost
         c.queued -= q
         self.queued -= q

@@ -117,6 +117,35 @@ def test_a_request_not_dispatched_by_its_deadline_is_dropped():
     assert s.queued == pytest.approx(0.0)
 
 
+def test_served_requests_are_not_kept_alive_until_their_deadline():
+    """A busy server: 30,000 one-unit requests served at once, each with a deadline 30 s ahead.
+    The deadline heap forgets the served ones (it was holding every request of the last 30 s,
+    answer and all, and the garbage collector scanned them all), and deadlines still work."""
+    import gc
+    import weakref
+
+    s = sched(window=10.0)
+    refs = []
+    for i in range(30_000):
+        now = i / 700
+        job = Job.of("a", [2.0], deadline=now + 30)
+        s.add(job)
+        s.done(s.next_unit(now))
+        if i % 1000 == 0:
+            refs.append(weakref.ref(job))
+    del job
+    gc.collect()
+    assert sum(r() is not None for r in refs) <= 1
+    assert len(s._deadlines) <= 2 * s._jobs_waiting + 65
+    waiting = Job.of("a", [20.0], deadline=50.0)  # held back by a full window, then too late
+    s.add(busy := Job.of("a", [10.0], deadline=1e9))
+    s.add(waiting)
+    u = s.next_unit(45.0)
+    assert u.job is busy and s.next_unit(46.0) is None
+    s.done(u)
+    assert s.next_unit(51.0) is None and waiting.expired and s._jobs_waiting == 0
+
+
 def test_window_holds_back_only_beyond_its_size():
     s = FairScheduler(window_ms=100.0, limit_ms=1e9)
     for _ in range(10):
