@@ -128,7 +128,10 @@ def build(settings: Settings, state_dir: Path, provider: str = CPU) -> Server:
     describe_routes(app, state)
     serve_docs_offline(app)
     add_error_handlers(app, settings.request_timeout)
-    fast = FastPath(server, {"sentiment": SentimentRequest, "translate": TranslateRequest}, settings.request_timeout)
+    served = ({"sentiment": SentimentRequest} if has_sentiment else {}) | (
+        {"translate": TranslateRequest} if pairs else {}
+    )
+    fast = FastPath(server, served, settings.request_timeout)
     scheduler = None
     if settings.scheduling == "fair":  # every inference request through the fair scheduler (batching.dispatch)
         scheduler = FairDispatch(

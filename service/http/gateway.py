@@ -36,6 +36,9 @@ from service.settings import Settings
 log = logging.getLogger("service.http")
 
 
+FAMILIES = ("sentiment", "translate")
+
+
 async def _error(send: Send, protocol: str, status: int, message: str, headers: dict[str, str] | None = None) -> None:
     """An error in the protocol's form: {"error": ...} on /v2 (OIP), {"detail": ...} elsewhere."""
     body = error_body(message) if protocol == "v2" else json.dumps({"detail": message}).encode()
@@ -160,6 +163,16 @@ class Gateway:
                 return await self.fast(endpoint, body)
             return None
 
+        if self.fast is not None and endpoint in FAMILIES and endpoint not in self.fast.models:
+            # a model family this server was started without (its models dir has no such artifact)
+            folder = "sentiment/" if endpoint == "sentiment" else "translate-xx-yy/"
+            await _error(
+                send,
+                "v1",
+                404,
+                f"this server has no {endpoint} model (its models directory has no {folder}); /info lists what it serves",
+            )
+            return
         await self._admit(scope, receive, send, headers, endpoint, state, "v1", answer)
 
     async def _v2(self, scope: Scope, receive: Receive, send: Send, headers: Headers, path: str, state: dict) -> str:

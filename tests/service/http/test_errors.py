@@ -349,3 +349,20 @@ def test_full_queue_gets_429_with_retry_after(small_server):
     fams = metrics(small_server.url)
     assert sample(fams, "rnnserve_requests_rejected_total", endpoint="translate", reason="queue_full") >= 8
     assert sample(fams, "rnnserve_requests_total", endpoint="translate", status="429") >= 8
+
+
+def test_a_family_the_server_was_started_without_is_a_clear_404(start_server, copy_models):
+    """A models directory with translators only: /v1/sentiment says what is missing (it was a
+    500), translation and /info still work."""
+    import shutil
+
+    shutil.rmtree(copy_models / "sentiment")
+    srv = start_server(models=copy_models)
+    r = httpx.post(f"{srv.url}/v1/sentiment", json={"texts": ["fine"]}, timeout=30)
+    assert r.status_code == 404, r.text
+    assert "no sentiment model" in r.json()["detail"] and "/info" in r.json()["detail"]
+    r = httpx.post(f"{srv.url}/v1/translate", json={"texts": ["a dog runs"], "target_lang": "de"}, timeout=60)
+    assert r.status_code == 200, r.text
+    tasks = {m["task"] for m in httpx.get(f"{srv.url}/info", timeout=10).json()["models"]}
+    assert tasks == {"translation"}
+    srv.stop()
