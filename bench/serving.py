@@ -20,7 +20,8 @@ unlike throughput, hardly moves when other jobs share the machine).
 
 Both servers run side by side (idle ones cost nothing) and the measurements are interleaved in
 rounds (--rounds, median reported), so that a change in the machine's load hits every
-configuration alike.
+configuration alike; each round starts with the next server in turn, so that no configuration is
+always the one measured first (right after the raw lanes have had both cores) or last.
 
 Two more servers run beside them, measured in the same rounds: the batched server with
 `--scheduling fifo` (first come, first served, the scheduling before issue 22), so that fair
@@ -340,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     if not bodies:
                         continue
-                    for name, srv in procs.items():
+                    # each round starts with the next server, so that none is always measured first
+                    # (right after the previous endpoint's raw lanes) or always last
+                    names = list(procs)
+                    names = names[(rnd - 1) % len(names) :] + names[: (rnd - 1) % len(names)]
+                    for name in names:
+                        srv = procs[name]
                         r = measure_served(srv, endpoint, bodies, conc, a.transport)
                         runs[name][endpoint].append(r)
                         print(
