@@ -102,6 +102,8 @@ class FairDispatch:
             M.REJECTED.labels(endpoint, "over_share").inc()
             return HTTPException(429, refused.message, headers={"Retry-After": str(refused.retry_after)}), True
         now = time.monotonic()
+        if len(parts) == 1 and sched.direct(client, total):  # nothing waits: straight to the workers
+            return await self._direct(api_path, sched, endpoint, client, request, total, now)
         timeout = self.request_timeout
         own = getattr(request, "timeout_ms", None)
         if own:
@@ -146,6 +148,27 @@ class FairDispatch:
             for unit in job.units:
                 if unit.handle is not None and unit.payload is not None:  # dispatched, never collected
                     self._done(api_path, sched, unit)
+
+    async def _direct(
+        self, api_path: str, sched: FairScheduler, endpoint: str, client: str, request: Any, cost: float, now: float
+    ) -> tuple[Any, bool]:
+        """A request the scheduler dispatched at once (`FairScheduler.direct`): the path a request
+        takes without the scheduler, plus its cost in and out of the window."""
+        uid = self._uid()
+        try:
+            item = self.server.enqueue(api_path, uid, request, now)
+            self._metric(M.SCHEDULER_WAIT, endpoint, client).observe(0.0)
+            await item.event.wait()
+        finally:
+            self.server.forget(uid)
+            sched.done_direct(client, cost)
+            if sched.queued > 0:
+                self._pump(api_path, sched)
+        response, status = item.response
+        if self.server.is_error(status):
+            return response, True
+        self._metric(M.SERVED_COST, endpoint, client).inc(cost / 1000)
+        return response, False
 
     def _metric(self, metric: Any, endpoint: str, client: str) -> Any:
         """The metric's child for (endpoint, client class), looked up once (labels() costs a few us)."""

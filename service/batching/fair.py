@@ -298,6 +298,36 @@ class FairScheduler:
         self.served[name] = self.served.get(name, 0.0) + unit.cost
         return unit
 
+    def direct(self, client: str, cost: float) -> bool:
+        """The common case, cheaply: when no client has work waiting and the window has room, a
+        one-unit request is dispatched at once, as add() then next_unit() would dispatch it (the
+        same counters, the same window), without a Job, a deadline or a pick. True if it was;
+        the caller then calls `done_direct` when it is answered. False: queue it as a Job."""
+        if self.queued > 1e-9 or (self.in_flight > 0 and self.in_flight + cost > self.window_ms):
+            return False
+        if any(c.jobs for c in self.clients.values()):
+            return False
+        c = self.clients.get(client)
+        if c is None:
+            c = self.clients[client] = _Client()
+        c.counter = max(c.counter, self.vtime)  # arriving: no credit for time away (add())
+        self.vtime = c.counter
+        self._dispatched += 1
+        c.last = self._dispatched
+        c.counter += cost
+        c.in_flight += cost
+        self.in_flight += cost
+        self.served[client] = self.served.get(client, 0.0) + cost
+        return True
+
+    def done_direct(self, client: str, cost: float) -> None:
+        """A request dispatched by `direct` is answered (or abandoned)."""
+        c = self.clients.get(client)
+        if c is not None:
+            c.in_flight -= cost
+        self.in_flight = max(0.0, self.in_flight - cost)
+        self._tidy(client)
+
     def done(self, unit: Unit) -> None:
         """A dispatched unit is answered (or abandoned): its cost leaves the window."""
         c = self.clients.get(unit.job.client)

@@ -228,3 +228,28 @@ def test_priority_and_timeout_arrive_from_v1_fields_and_from_tritons_parameters(
         TranslateRequest(texts=["a"], target_lang="de", priority=10)
     with pytest.raises(ValueError):
         SentimentRequest(texts=["a"], timeout_ms=0)
+
+
+def test_direct_dispatch_is_add_then_next_unit_when_nothing_waits():
+    """The cheap path for the common case leaves the scheduler as the general one does, and is
+    refused whenever ordering could matter: work waiting, or a full window."""
+    a, b = sched(window=10.0), sched(window=10.0)
+    for client, cost in (("x", 3.0), ("y", 2.0), ("x", 4.0)):
+        assert a.direct(client, cost)
+        b.add(Job.of(client, [cost], deadline=1e9))
+        u = b.next_unit(0.0)
+        assert u is not None and u.job.client == client
+
+    def state(s):
+        return s.vtime, s.in_flight, s.queued, s.served, {n: (c.counter, c.in_flight) for n, c in s.clients.items()}
+
+    assert state(a) == state(b)
+    assert not a.direct("z", 2.0)  # 9 in flight + 2 > the window of 10
+    a.done_direct("x", 3.0)
+    assert a.in_flight == pytest.approx(6.0)
+    a.add(Job.of("y", [1.0, 1.0], deadline=1e9))
+    assert a.next_unit(0.0) is not None and a.queued == pytest.approx(1.0)
+    assert not a.direct("z", 0.5)  # work is waiting: it takes its turn
+    a.done_direct("x", 4.0)
+    a.done_direct("y", 2.0)
+    assert a.in_flight == pytest.approx(1.0)
