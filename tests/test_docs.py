@@ -203,6 +203,18 @@ def test_benchmark_table_is_bench_results_serving_json():
     check_rows(rows, want, "docs/benchmarks.md")
 
 
+def test_fair_vs_fifo_table_is_bench_results_serving_json():
+    """Issue 22's one-client line: fair scheduling's cost against fifo, as measured side by side."""
+    rows = table(page_text("docs/benchmarks.md"), "endpoint (fair vs fifo)")
+    want = {
+        c["endpoint"]: [c["rps"], c["other_rps"], c["throughput_ratio"], c["p99_ms"], c["other_p99_ms"], c["p99_ratio"]]
+        for c in load("bench/results/serving.json")["comparisons"]
+        if c["comparison"] == "fifo"
+    }
+    assert set(want) == {"sentiment", "translate"}
+    check_rows(rows, want, "docs/benchmarks.md")
+
+
 def test_protocol_table_is_bench_results_serving_json():
     rows = table(page_text("docs/benchmarks.md"), "endpoint / protocol")
     want = {
