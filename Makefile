@@ -84,11 +84,15 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # a rerun of the same command resumes it (keep EPOCHS the same: the schedule is laid out over it).
 # Two epochs fit the issue's 100 minutes per pair with both pairs training side by side, one core
 # each (about 42 minutes an epoch here); set beforehand for time, not tuned on validation.
+# One pair on the whole machine instead: WORKERS=2 (two data-parallel processes of one thread, each
+# step one batch per process, so an epoch takes half the steps); the 2-worker run of 2026-12-05
+# and its speed are in docs/history.md.
 # In the background: nohup make train-translation PAIR=en-de > runs/translate-en-de.log 2>&1 &
 # Measured speed and the validation curve of the runs so far: docs/history.md.
 EPOCHS ?= 2
 THREADS ?= 1
-TRANSLATION_RECIPE = --corpus general --epochs $(EPOCHS) --threads $(THREADS) \
+WORKERS ?= 1
+TRANSLATION_RECIPE = --corpus general --epochs $(EPOCHS) --threads $(THREADS) --workers $(WORKERS) \
   --src-vocab 8000 --tgt-vocab 8000 --byte-fallback --split-digits --character-coverage 0.9999 \
   --weights tatoeba=1,news=1,multi30k=3 --token-budget 4000 --batch-size 256 --max-train-len 80 \
   --lr 2e-3 --schedule cosine --warmup-steps 300 --min-lr-frac 0.05 --dropout 0.2 \
