@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +31,7 @@ GENERAL = TrainConfig(
     byte_fallback=True,
     split_digits=True,
     val_max=15,
+    copy_through=True,
 )
 
 
@@ -149,6 +151,30 @@ def test_export_of_a_general_model_measures_every_validation_set_and_names_its_d
     assert [card.count(f"| {k} | ") for k in m["validation_sets"]] == [3, 3, 3]
     assert all(len(x["samples"]) == 3 for x in m["validation_sets"].values())
     TranslationModel(art, precision="auto").check_golden()
+
+
+def test_a_general_model_copies_names_and_numbers_through_placeholders(general_models):
+    """The artifact ships the lexicon its training learned (listed and hashed in metadata.json);
+    the service masks the source with it and puts the strings back into the translation."""
+    from service.runtime.decoding import Hypothesis
+    from service.runtime.translation import COPY_LEXICON, TranslationModel
+
+    art = general_models / "translate-en-de"
+    meta = json.loads((art / "metadata.json").read_text())
+    assert COPY_LEXICON in meta["files"] and "copy_through" in meta["tokenizer"]
+    tm = TranslationModel(art, precision="auto")
+    assert tm.lexicon is not None and "Anna" not in tm.lexicon.counts
+    (h,) = tm.translate(["Call Anna at 555-0199 today."], beam_size=2)[0][:1]
+    assert h.slots == {"⟦X0⟧": "Anna", "⟦N0⟧": "555-0199"}
+    source = tm.alignment(tm.encode_texts(["Call Anna at 555-0199 today."])[0], h)["source_tokens"]
+    assert "⟦X0⟧" in source and "⟦N0⟧" in source and "5" not in source
+    # whatever the tiny model says, a placeholder it emits comes back as the source's string
+    ids = tm.tgt_tok.encode("⟦N0⟧ ⟦X0⟧ ⟦X1⟧")
+    assert {"⟦N0⟧", "⟦X0⟧", "⟦X1⟧"} <= set(tm.tgt_tok.pieces(ids))
+    said = Hypothesis(ids, 0.0, 0.0, np.zeros((len(ids) + 1, 1)), slots=h.slots)
+    assert tm.detok(said) == "555-0199 Anna"
+    (text,) = tm.translate_texts(["Call Anna at 555-0199 on Monday. Anna?"], beam_size=2)
+    assert "⟦" not in text.text
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ class Hypothesis:
     log_prob: float  # sum of token log-probabilities, EOS included when emitted
     attention: np.ndarray = field(repr=False)  # [len(tokens) (+1 for EOS), S]
     finished: bool = True  # False when cut by the maximum length
+    slots: dict[str, str] = field(default_factory=dict, repr=False)  # copy-through placeholders of its source
 
 
 def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:

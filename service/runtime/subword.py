@@ -53,6 +53,7 @@ def train_sentencepiece(
     byte_fallback: bool = False,
     split_digits: bool = False,
     character_coverage: float = 1.0,
+    user_symbols: list[str] | tuple[str, ...] = (),
 ) -> Path:
     """Train a SentencePiece model on `texts` (train split only); returns the .model path.
 
@@ -60,7 +61,7 @@ def train_sentencepiece(
     pieces) instead of <unk>, so no input ever produces <unk>; rare characters can then be left to
     bytes (`character_coverage` < 1). `split_digits`: every digit is its own piece, so numbers are
     copied digit by digit rather than through whatever multi-digit pieces the corpus happened to
-    contain."""
+    contain. `user_symbols`: pieces always kept whole (the copy-through placeholders)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([clean(t) for t in texts]),
@@ -70,6 +71,7 @@ def train_sentencepiece(
         character_coverage=character_coverage,
         byte_fallback=byte_fallback,
         split_digits=split_digits,
+        user_defined_symbols=list(user_symbols),
         pad_id=PAD_ID,
         unk_id=UNK_ID,
         bos_id=BOS_ID,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.runtime.artifacts import ArtifactError, GoldenError, golden_tolerance, load_metadata
+from service.runtime.copythrough import LEXICON_FILE, CopyLexicon, mask_batch, unmask
 from service.runtime.decoding import Hypothesis, State, numpy_topk, translate_batched
 from service.runtime.providers import CUDA, Device, Precision, create_session
 from service.runtime.sentences import split_texts
@@ -23,6 +24,9 @@ from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword
 ENCODER, DECODER, SPM_SRC, SPM_TGT = "encoder.onnx", "decoder.onnx", "spm.src.model", "spm.tgt.model"
 DECODER_INT8 = "decoder.int8.onnx"  # optional: int8 weights, made by training.translation.optimize
 EMBEDDING = "embedding.bin"  # optional: the embedding table encoder and decoder share (ONNX external data)
+# optional: names and numbers copied through as placeholders (service.runtime.copythrough); its
+# presence says the model was trained with them
+COPY_LEXICON = LEXICON_FILE
 FP32_SCORE_ATOL = 1e-4  # fp32 scores agree to ~1e-6 across CPUs and ONNX Runtime builds
 MAX_SRC_TOKENS = 256  # longer inputs are cut (the request limit on characters keeps this rare)
 
@@ -48,6 +52,14 @@ class TextTranslation:
     alternatives: list[tuple[str, float]]
     source_ids: list[list[int]]
     best: list[Hypothesis]
+
+
+def with_slots(hyps: list[list[Hypothesis]], slots: list[dict[str, str]]) -> list[list[Hypothesis]]:
+    """Each source's placeholders onto its hypotheses, for detok() to put the strings back."""
+    for hs, sl in zip(hyps, slots, strict=True):
+        for h in hs:
+            h.slots = sl
+    return hyps
 
 
 class OnnxStepper:
@@ -116,6 +128,7 @@ class TranslationModel:
         self.src_lang, self.tgt_lang = cfg["src_lang"], cfg["tgt_lang"]
         self.pair = f"{self.src_lang}-{self.tgt_lang}"
         self.src_tok, self.tgt_tok = Subword(self.folder / SPM_SRC), Subword(self.folder / SPM_TGT)
+        self.lexicon = CopyLexicon.load(self.folder / COPY_LEXICON) if COPY_LEXICON in self.meta["files"] else None
         has_int8 = DECODER_INT8 in self.meta["files"]
         if precision == "int8" and not has_int8:
             raise ArtifactError(
@@ -133,8 +146,14 @@ class TranslationModel:
         self.alpha = float(d.get("length_penalty", 0.6))
         self.max_ratio, self.max_extra = float(d.get("max_len_ratio", 1.5)), int(d.get("max_len_extra", 10))
 
+    def prepare(self, texts: Sequence[str]) -> tuple[list[list[int]], list[dict[str, str]]]:
+        """Source ids of single sentences (names and numbers masked when the model copies them
+        through), and each sentence's placeholders."""
+        masked, slots = mask_batch(texts, self.lexicon)
+        return [ids[:MAX_SRC_TOKENS] for ids in self.src_tok.encode_batch(masked)], slots
+
     def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
-        return [ids[:MAX_SRC_TOKENS] for ids in self.src_tok.encode_batch(list(texts))]
+        return self.prepare(texts)[0]
 
     def translate_ids(
         self,
@@ -165,17 +184,18 @@ class TranslationModel:
         )
 
     def translate(self, texts: Sequence[str], **kw) -> list[list[Hypothesis]]:
-        return self.translate_ids(self.encode_texts(texts), **kw)
+        ids, slots = self.prepare(texts)
+        return with_slots(self.translate_ids(ids, **kw), slots)
 
     def detok(self, h: Hypothesis) -> str:
-        return self.tgt_tok.decode(h.tokens)
+        return unmask(self.tgt_tok.decode(h.tokens), h.slots)
 
     def translate_texts(self, texts: Sequence[str], *, n_best: int = 1, **kw) -> list[TextTranslation]:
         """Texts of any number of sentences: split into sentences, all sentences decoded in one
         search (`kw`: translate_ids's options; max_length applies per sentence), joined again."""
         split = split_texts(texts, self.src_lang)
-        src_ids = self.encode_texts(split.sentences)
-        hyps = self.translate_ids(src_ids, n_best=n_best, **kw)
+        src_ids, slots = self.prepare(split.sentences)
+        hyps = with_slots(self.translate_ids(src_ids, n_best=n_best, **kw), slots)
         out = []
         for span in split.spans:
             hs = hyps[span]

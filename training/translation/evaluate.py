@@ -46,6 +46,7 @@ OUT_OF_DOMAIN = [
     "The contract must be signed by both parties.",
     "How much does a ticket to Berlin cost?",
     "Thank you for your quick reply.",
+    "Call Anna at 555-0199 on Monday.",
 ]
 SCORE_BANDS = (-8.0, -6.0, -4.0, -2.0)  # edges of the score bands the card tabulates
 THRESHOLD_PERCENTILE = 5  # the threshold: this percentile of validation scores, rounded down to 0.5

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from service.runtime.copythrough import PLACEHOLDERS, CopyLexicon, mask_pair
 from service.runtime.decoding import pad_batch
 from service.runtime.subword import BOS_ID, Subword
-from service.runtime.translation import DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper
+from service.runtime.translation import COPY_LEXICON, DECODER, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper
 from training.card import base_metadata, training_metadata
 from training.onnx_io import ParityError, io_spec, onnx_export
 from training.translation import optimize
@@ -218,6 +219,10 @@ def export_translation(
     optimize.share_embedding(out)
     shutil.copy(run / "spm.src.model", out / SPM_SRC)
     shutil.copy(run / "spm.tgt.model", out / SPM_TGT)
+    lexicon = None
+    if ck["train_config"].get("copy_through"):
+        shutil.copy(run / COPY_LEXICON, out / COPY_LEXICON)
+        lexicon = CopyLexicon.load(out / COPY_LEXICON)
     src_tok, tgt_tok = Subword(out / SPM_SRC), Subword(out / SPM_TGT)
     corpus = ck["train_config"].get("corpus", "multi30k")
     # Parity on real validation sentences: all of Multi30k val (the caption recipe), or up to
@@ -227,6 +232,10 @@ def export_translation(
         s, t = evenly(pair, PARITY_PER_SET) if corpus != "multi30k" else pair
         src_va += s[:limit_eval] if limit_eval else s
         tgt_va += t[:limit_eval] if limit_eval else t
+    if lexicon is not None:  # the model sees masked text
+        src_va, tgt_va = (
+            list(x) for x in zip(*(mask_pair(s, t, lexicon) for s, t in zip(src_va, tgt_va, strict=True)))
+        )
     va_s, va_t = src_tok.encode_batch(src_va), tgt_tok.encode_batch(tgt_va)
     onnx = onnx_stepper(out, DECODER)
     parity = {"step": check_step_parity(model, onnx, va_s, va_t)}
@@ -248,6 +257,15 @@ def export_translation(
             "joint": cfg.joint_vocab,
             "src_vocab": len(src_tok),
             "tgt_vocab": len(tgt_tok),
+            **(
+                {
+                    "copy_through": f"numbers, and the capitalized words {COPY_LEXICON} says the references keep "
+                    f"verbatim, become placeholders ({PLACEHOLDERS[0]}...) that the translation gets back "
+                    "(service.runtime.copythrough)"
+                }
+                if lexicon is not None
+                else {}
+            ),
         },
         "data": general_data(ck)
         if corpus == "general"

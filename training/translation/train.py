@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from service.runtime.copythrough import LEXICON_FILE, PLACEHOLDERS, CopyLexicon, mask_batch, mask_pair, unmask
 from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sentencepiece
 from training.data import default_data_dir
 from training.parallel import Group, spawn
@@ -67,6 +68,7 @@ class TrainConfig:
     val_max: int = 0  # per-epoch greedy BLEU on at most this many sentences of each validation set; 0 = all
     checkpoint_minutes: float = 0.0  # >0: also save last.pt within an epoch this often (resume mid-epoch)
     workers: int = 1  # data-parallel processes (training.parallel): each step takes one batch per worker
+    copy_through: bool = False  # names and numbers as placeholders (service.runtime.copythrough)
 
 
 def parse_weights(spec: str) -> dict[str, float]:
@@ -172,11 +174,27 @@ def make_batch(src: list[list[int]], tgt: list[list[int]], idx: list[int]):
 
 
 def bleu_of(
-    model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, src: list[str], refs: list[str], beam: int = 1
+    model: Seq2Seq,
+    src_tok: Subword,
+    tgt_tok: Subword,
+    src: list[str],
+    refs: list[str],
+    beam: int = 1,
+    lexicon: CopyLexicon | None = None,
 ) -> tuple[float, list[str]]:
-    hyps = translate_ids(TorchStepper(model), src_tok.encode_batch(src), beam_size=beam, batch_size=128)
-    out = [tgt_tok.decode(h[0].tokens) for h in hyps]
+    """BLEU of the model's translations against the raw references; with a `lexicon`, sources
+    are masked and translations unmasked as the service does."""
+    masked, slots = mask_batch(src, lexicon)
+    hyps = translate_ids(TorchStepper(model), src_tok.encode_batch(masked), beam_size=beam, batch_size=128)
+    out = [unmask(tgt_tok.decode(h[0].tokens), sl) for h, sl in zip(hyps, slots, strict=True)]
     return sacrebleu.corpus_bleu(out, [refs]).score, out
+
+
+def mask_pairs(src: list[str], tgt: list[str], lexicon: CopyLexicon | None) -> tuple[list[str], list[str]]:
+    if lexicon is None:
+        return src, tgt
+    done = [mask_pair(s, t, lexicon) for s, t in zip(src, tgt, strict=True)]
+    return [d[0] for d in done], [d[1] for d in done]
 
 
 def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig, steps_per_epoch: int):
@@ -196,16 +214,19 @@ def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig, steps_per_epoc
     raise ValueError(f"schedule must be 'plateau' or 'cosine', not {tcfg.schedule!r}")
 
 
-def validate(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, val_max: int) -> dict:
+def validate(
+    model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, val_max: int, lexicon: CopyLexicon | None = None
+) -> dict:
     """Validation loss over every set, and greedy BLEU on each (at most val_max sentences of
-    each); `val_bleu_greedy` is the mean of the sets' BLEU, the selection figure."""
+    each); `val_bleu_greedy` is the mean of the sets' BLEU, the selection figure. With a
+    `lexicon`, the loss is of the masked pairs and BLEU of the unmasked translations."""
     model.eval()
     row: dict = {}
     vl, vn = 0.0, 0
     bleus = []
     with torch.no_grad():
         for name, (src, ref) in valid.items():
-            va_s, va_t = src_tok.encode_batch(src), tgt_tok.encode_batch(ref)
+            va_s, va_t = (tok.encode_batch(x) for tok, x in zip((src_tok, tgt_tok), mask_pairs(src, ref, lexicon)))
             va_s = [x[:MAX_VAL_LEN] or [EOS_ID] for x in va_s]
             va_t = [x[:MAX_VAL_LEN] for x in va_t]
             for idx in bucketed_batches([len(s) for s in va_s], 64, shuffle=False):
@@ -216,7 +237,7 @@ def validate(model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, va
                 )
                 vn += int((to != PAD_ID).sum())
             sub_s, sub_r = evenly((src, ref), val_max)
-            b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1)
+            b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1, lexicon=lexicon)
             bleus.append(b)
             if len(valid) > 1:
                 row[f"val_bleu_{name}"] = b
@@ -241,6 +262,14 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
         "split_digits": tcfg.split_digits,
         "character_coverage": tcfg.character_coverage,
     }
+    lexicon = None
+    if tcfg.copy_through:  # learned from the training pairs (each once), applied to every text the model sees
+        lexicon = CopyLexicon.build(vocab_src, vocab_tgt)
+        if lead:
+            lexicon.save(out / LEXICON_FILE)
+        src_tr, tgt_tr = mask_pairs(src_tr, tgt_tr, lexicon)
+        vocab_src, vocab_tgt = mask_pairs(vocab_src, vocab_tgt, lexicon)
+        spm_options["user_symbols"] = PLACEHOLDERS
     if lead:  # the others wait, then load what the lead trained
         build_tokenizers(out, cfg, vocab_src, vocab_tgt, **spm_options)
     group.barrier()
@@ -393,7 +422,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
             continue
         v0 = time.time()
-        val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max)
+        val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max, lexicon)
         bleu = val["val_bleu_greedy"]
         if tcfg.schedule == "plateau":
             sched.step(bleu)

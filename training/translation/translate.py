@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.runtime.copythrough import CopyLexicon, mask_batch, unmask
 from service.runtime.decoding import Hypothesis, State, translate_batched
 from service.runtime.providers import create_session
 from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword
-from service.runtime.translation import ENCODER, MAX_SRC_TOKENS, SPM_SRC, SPM_TGT, OnnxStepper
+from service.runtime.translation import COPY_LEXICON, ENCODER, MAX_SRC_TOKENS, SPM_SRC, SPM_TGT, OnnxStepper, with_slots
 from training.rnn import length_mask
 from training.translation.model import Seq2Seq
 
@@ -79,15 +80,18 @@ class Translator:
         tgt_lang: str,
         decoding: dict,
         decoder_file: str = "pytorch",
+        lexicon: CopyLexicon | None = None,
     ):
+        self.lexicon = lexicon
         self.stepper, self.src_tok, self.tgt_tok, self.decoder_file = stepper, src_tok, tgt_tok, decoder_file
         self.src_lang, self.tgt_lang, self.pair = src_lang, tgt_lang, f"{src_lang}-{tgt_lang}"
         self.alpha = float(decoding["length_penalty"])
         self.max_ratio, self.max_extra = float(decoding["max_len_ratio"]), int(decoding["max_len_extra"])
 
     def translate(self, texts: Sequence[str], *, beam_size: int = 5, n_best: int = 1) -> list[list[Hypothesis]]:
-        ids = [s[:MAX_SRC_TOKENS] for s in self.src_tok.encode_batch(list(texts))]
-        return translate_ids(
+        masked, slots = mask_batch(texts, self.lexicon)
+        ids = [s[:MAX_SRC_TOKENS] for s in self.src_tok.encode_batch(masked)]
+        hyps = translate_ids(
             self.stepper,
             ids,
             beam_size=beam_size,
@@ -96,9 +100,10 @@ class Translator:
             max_ratio=self.max_ratio,
             max_extra=self.max_extra,
         )
+        return with_slots(hyps, slots)
 
     def detok(self, h: Hypothesis) -> str:
-        return self.tgt_tok.decode(h.tokens)
+        return unmask(self.tgt_tok.decode(h.tokens), h.slots)
 
 
 def onnx_stepper(folder: Path, decoder_file: str) -> OnnxStepper:
@@ -117,4 +122,5 @@ def onnx_translator(folder: Path, decoder_file: str, config: dict, decoding: dic
         tgt_lang=config["tgt_lang"],
         decoding=decoding,
         decoder_file=decoder_file,
+        lexicon=CopyLexicon.load(folder / COPY_LEXICON) if (folder / COPY_LEXICON).exists() else None,
     )
