@@ -162,6 +162,7 @@ def test_a_general_model_copies_names_and_numbers_through_placeholders(general_m
     art = general_models / "translate-en-de"
     meta = json.loads((art / "metadata.json").read_text())
     assert COPY_LEXICON in meta["files"] and "copy_through" in meta["tokenizer"]
+    assert "Names and numbers: numbers, and the capitalized words" in (art / "README.md").read_text()
     tm = TranslationModel(art, precision="auto")
     assert tm.lexicon is not None and "Anna" not in tm.lexicon.counts
     (h,) = tm.translate(["Call Anna at 555-0199 today."], beam_size=2)[0][:1]

@@ -199,7 +199,9 @@ def _general_card(meta: dict) -> list[str]:
         *[f"- **{name}**: {text}." for name, text in data["sources"].items()],
         "",
         f"Training mixture: {data['train']}. Texts of several sentences are split into sentences "
-        "(service.runtime.sentences) and translated one by one. Everyday sentences, measured on the files "
+        "(service.runtime.sentences) and translated one by one. "
+        + (f"Names and numbers: {meta['tokenizer']['copy_through']}. " if "copy_through" in meta["tokenizer"] else "")
+        + "Everyday sentences, measured on the files "
         f"in this folder as the service serves them on CPU by default (`{g['measured_with']}`):",
         "",
         "| input | output | score |",
