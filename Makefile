@@ -89,6 +89,8 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # and its speed are in docs/history.md.
 # In the background: nohup make train-translation PAIR=en-de > runs/translate-en-de.log 2>&1 &
 # Measured speed and the validation curve of the runs so far: docs/history.md.
+# Each epoch's weights are kept (runs/translate-PAIR/epoch<N>.pt): `python -m training.export translation
+# --run runs/translate-PAIR --out DIR --quantize --average 2` exports the mean of the last two.
 EPOCHS ?= 2
 THREADS ?= 1
 WORKERS ?= 1

@@ -88,6 +88,23 @@ def test_general_run_never_produces_unk_and_records_each_validation_set(data_dir
     assert len([p for p in tok.pieces(tok.encode("555")) if p != "\u2581"]) == 3
 
 
+def test_the_last_epochs_can_be_averaged_for_export(data_dir, tmp_path):
+    """Each epoch's weights are saved at its end; load_checkpoint(run, n) is their mean."""
+    from training.translation.model import load_checkpoint
+
+    train(tmp_path / "run", data_dir, TINY, GENERAL)
+    e1, e2 = (torch.load(tmp_path / "run" / f"epoch{e}.pt", weights_only=False)["model"] for e in (1, 2))
+    model, ck = load_checkpoint(tmp_path / "run", average=2)
+    assert ck["averaged_epochs"] == [1, 2]
+    got = model.state_dict()
+    assert all(torch.allclose(got[k], (e1[k] + e2[k]) / 2, atol=1e-6) for k in e1)
+    assert not torch.equal(got["encoder.embed.weight"], e2["encoder.embed.weight"])
+    with pytest.raises(FileNotFoundError, match=r"epoch0\.pt"):
+        load_checkpoint(tmp_path / "run", average=3)
+    _, ck = load_checkpoint(tmp_path / "run")
+    assert "averaged_epochs" not in ck
+
+
 def test_run_killed_mid_epoch_resumes_from_its_last_batch_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
     straight = train(tmp_path / "straight", data_dir, TINY, GENERAL)
     tcfg = GENERAL.__class__(**{**GENERAL.__dict__, "checkpoint_minutes": 1e-9})  # a checkpoint after every batch

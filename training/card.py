@@ -64,6 +64,7 @@ def training_metadata(ck: dict, best_key: str, best_name: str) -> dict:
             "train_seconds": round(state["train_seconds"], 1),
             best_name: state[best_key],
             "history": state["history"],
+            **({"averaged_epochs": ck["averaged_epochs"]} if "averaged_epochs" in ck else {}),
         },
     }
 

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also try int8 weights (sentiment: the model; translation: the decoder step), shipped within their gate",
     )
+    p.add_argument(
+        "--average",
+        type=int,
+        default=0,
+        help="translation: export the mean weights of the run's last N epochs instead of best.pt",
+    )
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
     with tempfile.TemporaryDirectory(dir=a.out.parent if a.out.parent.exists() else None) as td:
@@ -60,7 +66,13 @@ def main(argv: list[str] | None = None) -> None:
             meta = export_sentiment(a.run, tmp, data_dir, version=a.version, quantize=a.quantize, reference=a.reference)
         else:
             meta = export_translation(
-                a.run, tmp, data_dir, version=a.version, baseline_run=a.baseline_run, quantize=a.quantize
+                a.run,
+                tmp,
+                data_dir,
+                version=a.version,
+                baseline_run=a.baseline_run,
+                quantize=a.quantize,
+                average=a.average,
             )
         install(tmp, a.out)
     print(json.dumps({k: meta[k] for k in ("name", "version", "metrics", "parity")}, indent=2))

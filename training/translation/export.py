@@ -209,10 +209,12 @@ def export_translation(
     baseline_run: Path | None = None,
     limit_eval: int = 0,
     quantize: bool = False,
+    average: int = 0,
 ) -> dict:
     """`quantize`: also derive the int8 decoder step (training.translation.optimize.int8_decoder),
-    shipped only within its validation BLEU gate."""
-    model, ck = load_checkpoint(run)
+    shipped only within its validation BLEU gate. `average` > 1: export the mean weights of the
+    run's last `average` epochs instead of best.pt (compare the two exports on validation)."""
+    model, ck = load_checkpoint(run, average)
     cfg = model.cfg
     export_onnx(model, out)
     optimize.add_topk(out / DECODER)  # before parity: what is checked is what ships

@@ -134,10 +134,24 @@ class Seq2Seq(nn.Module):
         return self.decoder.out(torch.stack(outs, dim=1))
 
 
-def load_checkpoint(run: Path) -> tuple[Seq2Seq, dict]:
+def load_checkpoint(run: Path, average: int = 0) -> tuple[Seq2Seq, dict]:
     """The model of a training run's best.pt (in eval mode), and the checkpoint dict itself
-    (config, train_config, training state and history)."""
+    (config, train_config, training state and history). `average` > 1: instead, the mean of the
+    weights of the run's last `average` epochs (`epoch<N>.pt`, saved at each epoch's end; the
+    run's checkpoint dict gains "averaged_epochs")."""
     ck = torch.load(run / "best.pt", weights_only=False)
     model = Seq2Seq(TranslationConfig.from_dict(ck["config"]))
+    if average > 1:
+        saved = [int(p.stem[5:]) for p in run.glob("epoch*.pt") if p.stem[5:].isdigit()]
+        last = max(saved, default=0)
+        epochs = list(range(last - average + 1, last + 1))
+        missing = [e for e in epochs if not (run / f"epoch{e}.pt").exists()]
+        if epochs[0] < 1 or missing:
+            raise FileNotFoundError(f"{run}: averaging {average} epochs needs epoch{epochs[0]}.pt to epoch{last}.pt")
+        states = [torch.load(run / f"epoch{e}.pt", weights_only=False)["model"] for e in epochs]
+        model.load_state_dict(
+            {k: sum(s[k].double() for s in states).div(len(states)).to(v.dtype) for k, v in states[0].items()}
+        )
+        return model.eval(), {**ck, "averaged_epochs": epochs}
     model.load_state_dict(ck["model"])
     return model.eval(), ck
