@@ -255,14 +255,15 @@ def test_requests_beyond_the_grace_period_get_503_and_the_server_still_exits(sta
             records.extend(await asyncio.gather(*(load.send(c, T, heavy_translation(i), f"h{i}") for i in range(8))))
 
     sender = threading.Thread(target=lambda: asyncio.run(go()))
-    sender.start()
     # 8 long requests, answered one at a time (--max-batch-size 1). The inference workers are frozen
-    # across the 1 s grace, so that it ends before they are done however fast the tiny model
-    # (trained afresh each run) happens to translate; they are thawed to be stopped as usual.
-    wait_for(lambda: in_flight(srv.url, "translate") >= 8, timeout=30, what="eight long requests in flight")
+    # before they are sent and across the 1 s grace, so that all 8 are in flight and the grace ends
+    # before they are done however fast the tiny model (trained afresh each run) translates and
+    # however slowly a loaded machine sends; they are thawed to be stopped as usual.
     workers = inference_workers(srv.proc.pid)
     assert workers
     with frozen(workers):
+        sender.start()
+        wait_for(lambda: in_flight(srv.url, "translate") >= 8, timeout=30, what="eight long requests in flight")
         term = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         time.sleep(1.5)
