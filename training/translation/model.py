@@ -142,11 +142,9 @@ def load_checkpoint(run: Path, average: int = 0) -> tuple[Seq2Seq, dict]:
     ck = torch.load(run / "best.pt", weights_only=False)
     model = Seq2Seq(TranslationConfig.from_dict(ck["config"]))
     if average > 1:
-        saved = [int(p.stem[5:]) for p in run.glob("epoch*.pt") if p.stem[5:].isdigit()]
-        last = max(saved, default=0)
+        last = max((int(p.stem[5:]) for p in run.glob("epoch*.pt") if p.stem[5:].isdigit()), default=0)
         epochs = list(range(last - average + 1, last + 1))
-        missing = [e for e in epochs if not (run / f"epoch{e}.pt").exists()]
-        if epochs[0] < 1 or missing:
+        if not all((run / f"epoch{e}.pt").exists() for e in epochs):  # epoch0.pt never is
             raise FileNotFoundError(f"{run}: averaging {average} epochs needs epoch{epochs[0]}.pt to epoch{last}.pt")
         states = [torch.load(run / f"epoch{e}.pt", weights_only=False)["model"] for e in epochs]
         model.load_state_dict(

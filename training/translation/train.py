@@ -447,7 +447,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
         partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
         checkpoint(improved=improved)
         # each epoch's weights, for averaging the last few at export (model.load_checkpoint)
-        torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch}, out / f"epoch{epoch}.pt")
+        torch.save({"model": model.state_dict()}, out / f"epoch{epoch}.pt")
         (out / "history.json").write_text(json.dumps(state["history"], indent=2))
         bleu_keys = [k for k in state["history"][-1] if k.startswith("val_bleu")]
         corpus = "Multi30k" if tcfg.corpus == "multi30k" else "Tatoeba + news + Multi30k"
