@@ -22,10 +22,11 @@ from service.runtime.subword import EOS_ID, Subword
 from service.runtime.translation import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.export import main as export_main
 from training.onnx_io import ParityError, op_types
+from training.rnn import length_mask
 from training.translation.data import load_pair
 from training.translation.evaluate import OUT_OF_DOMAIN, check_runtime
 from training.translation.export import check_search_parity, check_step_parity
-from training.translation.model import TranslationConfig, load_checkpoint
+from training.translation.model import Seq2Seq, TranslationConfig, load_checkpoint
 from training.translation.train import TrainConfig, train
 from training.translation.translate import TorchStepper, translate_ids
 
@@ -113,6 +114,38 @@ def test_interrupted_run_resumes_at_the_next_epoch_as_if_never_stopped(
     assert all(torch.equal(a[k], b[k]) for k in a)
     # and a finished run trains no further
     assert train(tmp_path / "run", data_dir, TINY, tcfg)["history"] == resumed["history"]
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_teacher_forcing_computes_what_step_by_step_decoding_does(attention):
+    """Training's forward batches what does not depend on the recurrence; the exported decoder
+    runs Decoder.forward one step at a time. Both must be the same function."""
+    cfg = TranslationConfig(
+        src_vocab=50, tgt_vocab=50, embed_dim=8, enc_hidden=6, dec_hidden=10, attn_dim=5, attention=attention
+    )
+    torch.manual_seed(0)
+    model = Seq2Seq(cfg).eval()
+    src, src_len, tgt_in = torch.randint(4, 50, (3, 7)), torch.tensor([7, 4, 2]), torch.randint(4, 50, (3, 5))
+    with torch.no_grad():
+        batched = model(src, src_len, tgt_in)
+        states, keys, h, c, summary = model.encoder(src, src_len)
+        mask, outs = length_mask(src_len, 7), []
+        for t in range(tgt_in.shape[1]):
+            r, h, c, _ = model.decoder(tgt_in[:, t], h, c, states, keys, mask, summary)
+            outs.append(r)
+        stepwise = model.decoder.out(torch.stack(outs, dim=1))
+    torch.testing.assert_close(batched, stepwise)
+
+
+def test_bf16_training_follows_the_fp32_run_and_an_unknown_mode_is_refused(translation_run, data_dir, tmp_path):
+    tcfg = TrainConfig(epochs=1, batch_size=32, lr=5e-3, amp="bf16")
+    report = train(tmp_path / "bf16", data_dir, TINY, tcfg)
+    assert report["train_config"]["amp"] == "bf16"
+    fp32 = json.loads((translation_run / "report.json").read_text())["history"][0]
+    # the same first epoch (same data, order and initial weights) with bfloat16 matrix products
+    assert report["history"][0]["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.03)
+    with pytest.raises(ValueError, match="amp must be"):
+        train(tmp_path / "fp16", data_dir, TINY, TrainConfig(epochs=1, amp="fp16"))
 
 
 # --- the exported artifact ---------------------------------------------------------------------

@@ -69,6 +69,7 @@ class TrainConfig:
     checkpoint_minutes: float = 0.0  # >0: also save last.pt within an epoch this often (resume mid-epoch)
     workers: int = 1  # data-parallel processes (training.parallel): each step takes one batch per worker
     copy_through: bool = False  # names and numbers as placeholders (service.runtime.copythrough)
+    amp: str = "off"  # "bf16": training's matrix products in bfloat16 (torch.autocast); weights, loss, validation fp32
 
 
 def parse_weights(spec: str) -> dict[str, float]:
@@ -245,6 +246,15 @@ def validate(
     return row
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512_BF16; Linux flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, group: Group | None = None) -> dict:
     """One process, or (with `group`, from `spawn`) one of `tcfg.workers` data-parallel workers:
     then each optimizer step sums the gradients of one batch per worker over all their target
@@ -252,6 +262,10 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
     alone validates, checkpoints and writes the run's files. Returns the report (the lead's)."""
     group = group or Group()
     lead = group.lead
+    if tcfg.amp not in ("off", "bf16"):
+        raise ValueError(f"amp must be 'off' or 'bf16', not {tcfg.amp!r}")
+    if tcfg.amp == "bf16" and lead and not cpu_has_bf16():
+        print("warning: --amp bf16 on a CPU without AMX or AVX512_BF16 is emulated, slower than fp32", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
@@ -372,7 +386,8 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             n_all, n_src_all = group.sum_scalars(n, n_src)
             loss_value = 0.0
             if idx is not None:
-                logits = model(s, sl, ti)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.amp == "bf16"):
+                    logits = model(s, sl, ti)
                 # the sum over this worker's tokens, divided by the step's tokens over all workers:
                 # summed over the workers, the mean loss of the union of their batches
                 loss = (
