@@ -69,15 +69,23 @@ def cpu_name() -> str:
     return f"{name or platform.processor() or 'unknown CPU'} ({platform.machine()})"
 
 
+def cpu_flags() -> str:
+    """This CPU's feature flags as /proc/cpuinfo lists them (x86 "flags", Arm "Features"); "" elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+
+
+def has_bf16_matmul(flags: str | None = None) -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512_BF16)."""
+    return bool({"amx_bf16", "avx512_bf16"} & set((cpu_flags() if flags is None else flags).split()))
+
+
 def isa(flags: str | None = None) -> str:
     """The int8-relevant instruction set of this CPU, from /proc/cpuinfo's flags."""
-    if flags is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-            flags = next((ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
-        except OSError:
-            flags = ""
-    f = set(flags.split())
+    f = set((cpu_flags() if flags is None else flags).split())
     for flag, name in (
         ("avx512_vnni", "AVX-512 VNNI"),
         ("avx512bw", "AVX-512"),

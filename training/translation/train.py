@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from service.runtime.copythrough import LEXICON_FILE, PLACEHOLDERS, CopyLexicon, mask_batch, mask_pair, unmask
 from service.runtime.subword import BOS_ID, EOS_ID, PAD_ID, Subword, train_sentencepiece
+from training.cross_cpu import has_bf16_matmul
 from training.data import default_data_dir
 from training.parallel import Group, spawn
 from training.plots import plot_curves
@@ -246,15 +247,6 @@ def validate(
     return row
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512_BF16; Linux flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, group: Group | None = None) -> dict:
     """One process, or (with `group`, from `spawn`) one of `tcfg.workers` data-parallel workers:
     then each optimizer step sums the gradients of one batch per worker over all their target
@@ -264,7 +256,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
     lead = group.lead
     if tcfg.amp not in ("off", "bf16"):
         raise ValueError(f"amp must be 'off' or 'bf16', not {tcfg.amp!r}")
-    if tcfg.amp == "bf16" and lead and not cpu_has_bf16():
+    if tcfg.amp == "bf16" and lead and not has_bf16_matmul():
         print("warning: --amp bf16 on a CPU without AMX or AVX512_BF16 is emulated, slower than fp32", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(tcfg.seed)
