@@ -263,6 +263,15 @@ def test_soak_table_and_verdict_are_bench_results_soak_json():
     assert f"{soak['requests']:,}" in row[3] and f"{v['rss_first_minute_mb']} → {v['rss_last_minute_mb']}" in row[5]
 
 
+# metadata.json's evaluation sets, as the translation table in docs/models.md names them.
+TRANSLATION_SETS = {
+    "tatoeba": "Tatoeba slice (validation)",
+    "newstest2013": "newstest2013 (validation)",
+    "multi30k": "Multi30k val (validation)",
+    "test2016": "Multi30k test2016 (test)",
+}
+
+
 def test_model_tables_are_the_models_metadata():
     text = page_text("docs/models.md")
     meta = load("models/sentiment/metadata.json")
@@ -294,14 +303,25 @@ def test_model_tables_are_the_models_metadata():
     rates = meta["behaviour"]["failure_rates"]
     want = {c: [100 * ref["behaviour"]["failure_rates"][c], 100 * r] for c, r in rates.items()}
     check_rows(table(text, "capability"), want, "sentiment behaviour")
+    # One row per pair and evaluation set: a general-domain model has three validation sets, a
+    # caption-only one has Multi30k val; both have test2016.
     want = {}
     for pair, label in (("en-de", "en→de"), ("en-fr", "en→fr")):
         m = load(f"models/translate-{pair}/metadata.json")["metrics"]
-        want[label] = [
-            m["validation"]["bleu"], m["validation"]["chrf"], m["test"]["bleu"], m["test"]["chrf"],
-            m["int8"]["validation"]["bleu"], m["int8"]["test"]["bleu"],
-        ]  # fmt: skip
-    check_rows(table(text, "pair"), want, "translation")
+        fp32 = {**m.get("validation_sets", {"multi30k": m["validation"]}), "test2016": m["test"]}
+        int8 = {
+            **m["int8"].get("validation_sets", {"multi30k": m["int8"]["validation"]}),
+            "test2016": m["int8"]["test"],
+        }
+        for key, name in TRANSLATION_SETS.items():
+            if key in fp32:
+                f, q = fp32[key], int8[key]
+                want[(label, name)] = [f["n"], f["bleu"], f["chrf"], q["bleu"], q["chrf"]]
+    rows = {(r[0], r[1]): r[2:] for r in table(text, "pair")[1:]}
+    errs = [f"translation table: no row {k}" for k in want if k not in rows]
+    errs += [f"translation table: row {k} is no model's" for k in rows if k not in want]
+    errs += [e for k in want if k in rows for e in figures_agree(rows[k], want[k], f"translation {k}")]
+    assert not errs, "\n".join(errs)
     by_len = load("models/translate-en-de/metadata.json")["metrics"]["test_bleu_by_source_length"]
     att, base = by_len["attention (shipped)"], by_len["no attention (baseline)"]
     want = {a["bucket"]: [a["n"], a["bleu"], b["bleu"]] for a, b in zip(att, base, strict=True)}

@@ -1,7 +1,8 @@
-"""What `score` says about a translation: its distribution on in-domain sentences (Multi30k
-test2016, image captions like the training data) against out-of-domain English (hotel review
-sentences from SemEval ABSA and sentences from IMDB test reviews), through the service's own
-TranslationModel with the shipped artifacts, as served on CPU (precision auto, beam 5).
+"""What `score` says about a translation: its distribution on image captions (Multi30k test2016,
+in the training data of every translator) against English of other kinds (hotel review sentences
+from SemEval ABSA and sentences from IMDB test reviews: out of the domain of a caption-only model,
+nearer that of a general-domain one), through the service's own TranslationModel with the shipped
+artifacts, as served on CPU (precision auto, beam 5). The set names keep the caption models' view.
 
     .venv/bin/python reports/translation-score/measure.py [--data-dir ../shared/data] [--n 500]
 

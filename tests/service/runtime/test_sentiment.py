@@ -136,8 +136,9 @@ def test_server_refuses_int8_without_a_variant_at_start_up(start_server):
 SHIPPED = ROOT / "models"  # the repository's own
 # Measured on 2026-12-03 (sentiment) and 2026-12-02 (translation) on the shipped artifacts. Sentiment, in process, 64
 # texts a call: of the 14,105 pooled validation texts 23 change label (0.16%) and no probability moves
-# by more than 0.029. Translation, served as below: 87.0% (en-de) and 94.3% (en-fr) of the first 300
-# Multi30k val captions translate word for word the same (whole split, in process: 88.7%, 94.8%).
+# by more than 0.029. Translation, served as below: 87.0% of en-de's first 300 Multi30k val captions
+# translate word for word the same (whole split, in process: 88.7%); en-fr, the general model of
+# 2026-12-06: 87.3% of the whole split in process (its export, on an Intel Xeon with AVX-512 VNNI).
 # The bounds leave room for another CPU's int8 kernels and other batches, not for another model.
 MAX_LABEL_FLIPS = 0.0025  # fraction of reviews
 MAX_PROBABILITY_SHIFT = 0.07
@@ -182,7 +183,7 @@ def shipped_servers(start_server) -> Iterator[dict]:
 
 def served_precision(server, task: str, pair: str | None = None) -> str:
     models = httpx.get(f"{server.url}/info", timeout=10).json()["models"]
-    (m,) = [m for m in models if m["task"] == task and (pair is None or m["name"].startswith(f"multi30k-{pair}"))]
+    (m,) = [m for m in models if m["task"] == task and (pair is None or m.get("pair") == pair)]
     return m["precision"]
 
 
@@ -225,7 +226,9 @@ def test_shipped_sentiment_int8_agrees_with_fp32_as_measured(shipped_servers):
 @pytest.mark.parametrize("pair", ["en-de", "en-fr"])
 def test_shipped_translation_int8_agrees_with_fp32_as_measured(shipped_servers, pair):
     """The first CAPTIONS of Multi30k val (the whole split takes minutes on 2 cores): int8 answers word
-    for word as fp32 on as many as measured, and loses no more BLEU than the gate it shipped under."""
+    for word as fp32 on as many as measured, and loses no more BLEU than the export measured on the
+    whole split, give or take the int8 gate's width (0.5) for a 300-sentence sample and another CPU.
+    (A general model's gate reads the mean over three validation sets, not Multi30k val alone.)"""
     import sacrebleu
 
     from training.data import default_data_dir
@@ -250,4 +253,8 @@ def test_shipped_translation_int8_agrees_with_fp32_as_measured(shipped_servers, 
     (out32, bleu32), (out8, bleu8) = both(run, shipped_servers)
     same = np.mean([a == b for a, b in zip(out32, out8, strict=True)])
     assert same >= int8["validation_identical_to_fp32"] - IDENTICAL_MARGIN, same
-    assert bleu32 - bleu8 <= int8["max_drop"], (bleu32, bleu8)
+    meta = shipped_meta(f"translate-{pair}")["metrics"]
+    fp32_val = meta.get("validation_sets", {}).get("multi30k", meta["validation"])
+    int8_val = int8.get("validation_sets", {}).get("multi30k", int8["validation"])
+    measured_drop = fp32_val["bleu"] - int8_val["bleu"]  # on the whole of Multi30k val, at export
+    assert bleu32 - bleu8 <= measured_drop + int8["max_drop"], (bleu32, bleu8, measured_drop)
