@@ -85,8 +85,9 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # One pair at a time on the whole machine: two data-parallel processes of one torch thread each
 # (each step one batch per process), matrix products in bfloat16 (`--amp bf16`, 1.4x the tokens/s
 # of fp32 on an AMX CPU; on a CPU without AMX or AVX512_BF16 pass AMP=off, and it runs slower).
-# Six epochs took 87 minutes (5,206 s) on the 2 cores of the 2026-12-05 run, inside the issue's 100 minutes
-# per pair; set beforehand for time, not tuned on validation (docs/history.md).
+# Six epochs took 87 minutes (5,206 s) for en-de on 2026-12-05 and 81 minutes (4,885 s) for en-fr on
+# 2026-12-06 (Intel Xeon with AMX, 2 cores), inside the issue's 100 minutes per pair; set beforehand
+# for time, not tuned on validation (docs/history.md).
 # In the background: nohup make train-translation PAIR=en-de > runs/translate-en-de.log 2>&1 &
 # Each epoch's weights are kept (runs/translate-PAIR/epoch<N>.pt): `python -m training.export translation
 # --run runs/translate-PAIR --out DIR --quantize --average 2` exports the mean of the last two.
