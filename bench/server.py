@@ -20,17 +20,23 @@ from loadgen.client import Client
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (each socket stays bound until all are picked, so that the HTTP and
+    gRPC ports of one server never come out the same)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class ServerProcess:
     def __init__(self, models_dir: Path, args: list[str], log_dir: Path, name: str):
-        self.port = free_port()
+        self.port, self.grpc_port = free_ports(2)  # HTTP; the Open Inference Protocol over gRPC
         self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_port = free_port()  # the Open Inference Protocol over gRPC
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_dir / f"server-{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())

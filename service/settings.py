@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.schemas import Limits
@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         if v != 0 and not 1024 <= v <= 65535:
             raise ValueError("grpc_port must be 0 (off) or a port from 1024 to 65535")
         return v
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        # gRPC binds with SO_REUSEPORT: on the HTTP port it would start, and take some HTTP connections
+        if self.grpc_port == self.port:
+            raise ValueError(f"grpc_port must differ from port ({self.port}), or be 0 (no gRPC)")
+        return self
 
     @field_validator("host")
     @classmethod

@@ -74,19 +74,30 @@ def models_dir(tmp_path_factory, data_dir, sentiment_run, translation_run) -> Pa
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: every socket stays bound until all are picked (one at a time, the
+    kernel may hand out the same port twice; a server's HTTP and gRPC ports once did)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Server:
     """`python -m service` as a subprocess on a free port; logs kept for assertions."""
 
     def __init__(self, models_dir: Path, *args: str, env: dict[str, str] | None = None, log_dir: Path):
-        self.port = free_port()
+        self.port, grpc_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
         # gRPC (the Open Inference Protocol) on a free port of its own, unless the test says otherwise
-        self.grpc_port = int(args[args.index("--grpc-port") + 1]) if "--grpc-port" in args else free_port()
+        self.grpc_port = int(args[args.index("--grpc-port") + 1]) if "--grpc-port" in args else grpc_port
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_dir / f"server-{self.port}.log"
         cmd = [

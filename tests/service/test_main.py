@@ -54,6 +54,7 @@ def test_the_environment_fills_in_and_the_command_line_wins(monkeypatch):
         (["--host", "localhost"], "host must be 0.0.0.0, 127.0.0.1 or ::"),
         (["--max-batch-size", "many"], "max_batch_size"),
         (["--no-such-flag", "1"], "unrecognized arguments"),
+        (["--port", "9000", "--grpc-port", "9000"], "grpc_port must differ from port (9000)"),
     ],
 )
 def test_a_bad_value_is_a_usage_error(argv, says):
