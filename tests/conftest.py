@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import torch
 
+from bench.server import free_ports
 from tests.synthetic import write_imdb, write_multi30k, write_short_sets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,19 +75,6 @@ def models_dir(tmp_path_factory, data_dir, sentiment_run, translation_run) -> Pa
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: every socket stays bound until all are picked (one at a time, the
-    kernel may hand out the same port twice; a server's HTTP and gRPC ports once did)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Server:

@@ -30,6 +30,7 @@ from tests.doc_examples import (
     slug,
     table,
 )
+from training.translation.evaluate import validation_by_set
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES: list[Example] = []
@@ -308,11 +309,8 @@ def test_model_tables_are_the_models_metadata():
     want = {}
     for pair, label in (("en-de", "en→de"), ("en-fr", "en→fr")):
         m = load(f"models/translate-{pair}/metadata.json")["metrics"]
-        fp32 = {**m.get("validation_sets", {"multi30k": m["validation"]}), "test2016": m["test"]}
-        int8 = {
-            **m["int8"].get("validation_sets", {"multi30k": m["int8"]["validation"]}),
-            "test2016": m["int8"]["test"],
-        }
+        fp32 = {**validation_by_set(m), "test2016": m["test"]}
+        int8 = {**validation_by_set(m["int8"]), "test2016": m["int8"]["test"]}
         for key, name in TRANSLATION_SETS.items():
             if key in fp32:
                 f, q = fp32[key], int8[key]

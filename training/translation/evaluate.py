@@ -232,6 +232,13 @@ def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5, corpus: st
     }
 
 
+def validation_by_set(metrics: dict) -> dict[str, dict]:
+    """The validation figures of a metrics dict (metadata.json's "metrics", or its "int8") by set:
+    "validation_sets" where there are several (the general recipe), else {"multi30k": "validation"}
+    (a caption model, whose one validation set is Multi30k val)."""
+    return metrics.get("validation_sets") or {"multi30k": metrics["validation"]}
+
+
 def corpus_of(meta: dict) -> str:
     """The training corpus an artifact's figures are measured for ("multi30k" before issue 21)."""
     return meta.get("data", {}).get("corpus", "multi30k")
