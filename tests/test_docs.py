@@ -320,7 +320,9 @@ def test_model_tables_are_the_models_metadata():
     errs += [f"translation table: row {k} is no model's" for k in rows if k not in want]
     errs += [e for k in want if k in rows for e in figures_agree(rows[k], want[k], f"translation {k}")]
     assert not errs, "\n".join(errs)
-    by_len = load("models/translate-en-de/metadata.json")["metrics"]["test_bleu_by_source_length"]
+    # What attention buys: measured on the caption-only en-de, the last translator trained beside a
+    # no-attention twin (reports/translation-attention).
+    by_len = load("reports/translation-attention/caption-en-de.json")["test_bleu_by_source_length"]
     att, base = by_len["attention (shipped)"], by_len["no attention (baseline)"]
     want = {a["bucket"]: [a["n"], a["bleu"], b["bleu"]] for a, b in zip(att, base, strict=True)}
     check_rows(table(text, "source words"), want, "BLEU by length")
@@ -367,7 +369,7 @@ def test_figures_quoted_in_prose_are_the_results():
         f"while {round(100 * others[0])}-{round(100 * others[-1])}% of sentences from hotel and film reviews" in readme
     )
     models = " ".join(page_text("docs/models.md").split())
-    base = load("models/translate-en-de/metadata.json")["metrics"]
+    base = load("reports/translation-attention/caption-en-de.json")
     b, t = base["baseline_no_attention_test"], base["test"]
     assert (
         f"scores {b['bleu']:.2f} sacreBLEU on test2016 en→de (chrF {b['chrf']:.2f}) against {t['bleu']:.2f}" in models
