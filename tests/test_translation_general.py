@@ -237,3 +237,19 @@ def test_quality_over_http_is_what_the_served_model_translates(general_models, d
         hyps = [t.text for t in tm.translate_texts(src, beam_size=5)]
         assert row["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [ref]).score, abs=0.01)
         assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [ref]).score, abs=0.01)
+
+
+def test_vocab_probe_cuts_words_as_the_recipes_vocabulary_would(data_dir, tmp_path, capsys):
+    from training.translation import vocab_probe
+
+    texts = vocab_probe.training_text(data_dir, "en-de")
+    assert any("straße" in t for t in texts) and any("street" in t for t in texts)  # both sides
+    out = tmp_path / "cuts.json"
+    args = ["--pair", "en-de", "--sizes", "320", "360", "--words", "woman", "snowpark", "--data-dir", str(data_dir)]
+    vocab_probe.main([*args, "--out", str(out)])
+    found = json.loads(out.read_text())["cuts"]
+    assert list(found) == ["320", "360"]
+    for by_word in found.values():
+        assert {w: "".join(p) for w, p in by_word.items()} == {"woman": "▁woman", "snowpark": "▁snowpark"}
+    assert len(found["360"]["woman"]) < len(found["320"]["woman"])  # a larger vocabulary keeps more of it
+    assert "joint 360: woman ▁w o man, snowpark" in capsys.readouterr().out

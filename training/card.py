@@ -143,8 +143,9 @@ def translation_selection(meta: dict) -> dict:
         sel["vocabulary"] = {
             "split": None,
             "criterion": f"joint SentencePiece of {meta['config']['src_vocab']} with byte fallback and split "
-            "digits, chosen for training speed (the output layer dominates the cost) and not tuned on validation; "
-            "joint over separate was chosen on validation for the caption models",
+            "digits, not tuned on validation: 8k for training speed (the output layer dominates the cost), "
+            "larger where 8k cuts everyday words into pieces the model drops (en-de: 10k keeps 'invoice' whole, "
+            "8k and 9k do not; docs/history.md); joint over separate was chosen on validation for the caption models",
             "chosen": "joint" if meta["config"]["joint_vocab"] else "separate",
         }
         sel["mixture"] = {
