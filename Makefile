@@ -84,8 +84,9 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # One torch thread (THREADS=2 on an idle machine); last.pt is saved every epoch and every 10 minutes within one, and
 # a rerun of the same command resumes it (keep EPOCHS the same: the schedule is laid out over it).
 # One pair at a time on the whole machine: two data-parallel processes of one torch thread each
-# (each step one batch per process), matrix products in bfloat16 (`--amp bf16`, 1.4x the tokens/s
-# of fp32 on an AMX CPU; on a CPU without AMX or AVX512_BF16 pass AMP=off, and it runs slower).
+# (each step one batch per process), matrix products in bfloat16 where the CPU has AMX or
+# AVX512_BF16 (`--amp auto`: 1.4x the tokens/s of fp32 on an AMX CPU; fp32 elsewhere, where
+# bfloat16 would be emulated and slower; AMP=bf16 or AMP=off forces a mode).
 # Six epochs took 87 minutes (5,206 s) for en-de on 2026-12-05 and 81 minutes (4,885 s) for en-fr on
 # 2026-12-06 (Intel Xeon with AMX, 2 cores), inside the issue's 100 minutes per pair; set beforehand
 # for time, not tuned on validation (docs/history.md).
@@ -95,7 +96,7 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 EPOCHS ?= 6
 THREADS ?= 1
 WORKERS ?= 2
-AMP ?= bf16
+AMP ?= auto
 VOCAB_en-de := 10000
 VOCAB ?= $(or $(VOCAB_$(PAIR)),8000)
 TRANSLATION_RECIPE = --corpus general --epochs $(EPOCHS) --threads $(THREADS) --workers $(WORKERS) \

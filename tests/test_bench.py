@@ -138,3 +138,24 @@ def test_soak_runs_and_judges_what_it_measured(models_dir, data_dir, tmp_path):
     assert len(report["rss_mb_per_second"]) >= 3 and all(mb > 50 for _, mb in report["rss_mb_per_second"])
     assert out.with_suffix(".png").stat().st_size > 5000
     assert "verdict:" in r.stdout and "capacity sentiment" in r.stdout
+
+
+def test_training_speed_measures_what_this_cpu_runs(tmp_path):
+    """bench.training_speed on a small model: fp32 always measured; bf16 measured where torch runs
+    it, else named as failed with oneDNN's reason; the ratio and --amp auto's pick follow from that."""
+    from bench.training_speed import main as training_speed
+    from training.cross_cpu import has_bf16_matmul
+    from training.translation.train import bf16_lstm_runs
+
+    out = tmp_path / "speed.json"
+    argv = ["--vocab", "300", "--batch", "8", "--src-len", "5", "--tgt-len", "6", "--steps", "1", "--rounds", "2"]
+    assert training_speed([*argv, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["cpu_seconds_per_step"]["fp32"]) == 2 and res["target_subwords_per_cpu_second"]["fp32"] > 0
+    assert ("bf16" in res["failed"]) == (not bf16_lstm_runs())
+    if "bf16" in res["failed"]:
+        assert res["bf16_over_fp32"] is None and "bf16" not in res["cpu_seconds_per_step"]
+    else:
+        tps = res["target_subwords_per_cpu_second"]
+        assert res["bf16_over_fp32"] == pytest.approx(tps["bf16"] / tps["fp32"])
+    assert res["amp_auto_picks"] == ("bf16" if has_bf16_matmul() else "off")

@@ -374,3 +374,9 @@ def test_figures_quoted_in_prose_are_the_results():
     assert (
         f"scores {b['bleu']:.2f} sacreBLEU on test2016 en→de (chrF {b['chrf']:.2f}) against {t['bleu']:.2f}" in models
     )
+    speed = load("bench/results/training_speed.json")
+    bench = " ".join(page_text("docs/benchmarks.md").split())
+    fp32 = f"{speed['target_subwords_per_cpu_second']['fp32']:,.0f} target subwords per CPU second"
+    assert f"({speed['isa']} only, no bfloat16 units; `bench/results/training_speed.json`): fp32 {fp32}" in bench
+    assert ("bfloat16 cannot run at all" in bench) == ("bf16" in speed["failed"])
+    assert f"so `auto` trains in {speed['amp_auto_picks'].replace('off', 'fp32')} there" in bench

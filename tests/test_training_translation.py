@@ -20,6 +20,7 @@ import training.translation.train as tr_train
 from service.runtime.artifacts import ArtifactError, load_metadata, sha256_file
 from service.runtime.subword import EOS_ID, Subword
 from service.runtime.translation import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
+from training.cross_cpu import has_bf16_matmul
 from training.export import main as export_main
 from training.onnx_io import ParityError, op_types
 from training.rnn import length_mask
@@ -27,7 +28,7 @@ from training.translation.data import load_pair
 from training.translation.evaluate import OUT_OF_DOMAIN, check_runtime
 from training.translation.export import check_search_parity, check_step_parity
 from training.translation.model import Seq2Seq, TranslationConfig, load_checkpoint
-from training.translation.train import TrainConfig, train
+from training.translation.train import TrainConfig, bf16_lstm_runs, resolve_amp, train
 from training.translation.translate import TorchStepper, translate_ids
 
 TINY = TranslationConfig(
@@ -137,15 +138,32 @@ def test_teacher_forcing_computes_what_step_by_step_decoding_does(attention):
     torch.testing.assert_close(batched, stepwise)
 
 
-def test_bf16_training_follows_the_fp32_run_and_an_unknown_mode_is_refused(translation_run, data_dir, tmp_path):
+def test_bf16_training_follows_the_fp32_run_where_the_cpu_runs_it_and_is_refused_where_not(
+    translation_run, data_dir, tmp_path
+):
     tcfg = TrainConfig(epochs=1, batch_size=32, lr=5e-3, amp="bf16")
-    report = train(tmp_path / "bf16", data_dir, TINY, tcfg)
-    assert report["train_config"]["amp"] == "bf16"
-    fp32 = json.loads((translation_run / "report.json").read_text())["history"][0]
-    # the same first epoch (same data, order and initial weights) with bfloat16 matrix products
-    assert report["history"][0]["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.03)
+    if not bf16_lstm_runs():  # an AVX2-only CPU: a clear refusal before any work, not oneDNN's error mid-run
+        with pytest.raises(ValueError, match=r"cannot run torch's LSTM in bfloat16.*--amp auto or off"):
+            train(tmp_path / "bf16", data_dir, TINY, tcfg)
+        assert not (tmp_path / "bf16").exists()
+    else:
+        report = train(tmp_path / "bf16", data_dir, TINY, tcfg)
+        assert report["train_config"]["amp"] == "bf16"
+        fp32 = json.loads((translation_run / "report.json").read_text())["history"][0]
+        # the same first epoch (same data, order and initial weights) with bfloat16 matrix products
+        assert report["history"][0]["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.03)
     with pytest.raises(ValueError, match="amp must be"):
         train(tmp_path / "fp16", data_dir, TINY, TrainConfig(epochs=1, amp="fp16"))
+
+
+def test_amp_auto_takes_bf16_only_where_the_cpu_multiplies_it():
+    auto = TrainConfig(amp="auto")
+    assert resolve_amp(auto, flags="fpu sse4_2 avx2 fma").amp == "off"  # e.g. an AVX2-only AMD EPYC
+    assert resolve_amp(auto, flags="avx512f avx512_vnni avx512_bf16").amp == "bf16"
+    assert resolve_amp(auto, flags="avx2 amx_bf16 amx_tile").amp == "bf16"
+    assert resolve_amp(TrainConfig(amp="off"), flags="amx_bf16").amp == "off"  # an explicit mode stays
+    assert resolve_amp(TrainConfig(amp="bf16"), flags="avx2").amp == "bf16"  # given flags: no probe of this CPU
+    assert bf16_lstm_runs() or not has_bf16_matmul()  # auto's bf16 is always one this CPU runs
 
 
 # --- the exported artifact ---------------------------------------------------------------------
