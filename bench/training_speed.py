@@ -3,8 +3,8 @@
 `make train-translation` trains with `--amp auto`: bfloat16 autocast where the CPU multiplies
 bfloat16 in hardware (AMX, AVX512_BF16), fp32 elsewhere. This measures the choice on the CPU at
 hand: the recipe's model (general recipe sizes, joint vocabulary), one synthetic batch of the
-recipe's token budget, full training steps (forward, loss, backward, Adam), one torch thread as
-each training worker runs. The modes alternate round by round, and each is timed in CPU time of
+recipe's token budget, full training steps (forward, loss, backward, clipping, Adam: the step
+`training.translation.speed` measures), one torch thread as each training worker runs. The modes alternate round by round, and each is timed in CPU time of
 this process (`time.process_time`, less disturbed than wall time by other work on a shared
 machine); the table shows each mode's median and the ratio.
 
@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bench.cost_model import cpu_name
 from training.cross_cpu import has_bf16_matmul, isa
 from training.translation.model import Seq2Seq, TranslationConfig
+from training.translation.speed import step
 from training.translation.train import TrainConfig, resolve_amp
 
 MODES = ("fp32", "bf16")
@@ -38,16 +38,10 @@ def synthetic_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: in
 
 
 def step_seconds(model, opt, batch, bf16: bool, steps: int) -> float:
-    """CPU seconds per training step, the mean over `steps`."""
-    src, src_len, tgt_in, tgt_out = batch
+    """CPU seconds per training step (the speed tool's, which is train.py's), the mean over `steps`."""
     t0 = time.process_time()
     for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(src, src_len, tgt_in)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1))
-        loss.backward()
-        opt.step()
+        step(model, opt, batch, bf16)
     return (time.process_time() - t0) / steps
 
 

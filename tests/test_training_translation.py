@@ -18,7 +18,7 @@ import torch
 import training.translation.export as tr_export
 import training.translation.train as tr_train
 from service.runtime.artifacts import ArtifactError, load_metadata, sha256_file
-from service.runtime.subword import EOS_ID, Subword
+from service.runtime.subword import EOS_ID, PAD_ID, Subword
 from service.runtime.translation import DECODER, EMBEDDING, ENCODER, SPM_SRC, SPM_TGT, OnnxStepper, TranslationModel
 from training.cross_cpu import has_bf16_matmul
 from training.export import main as export_main
@@ -164,6 +164,32 @@ def test_amp_auto_takes_bf16_only_where_the_cpu_multiplies_it():
     assert resolve_amp(TrainConfig(amp="off"), flags="amx_bf16").amp == "off"  # an explicit mode stays
     assert resolve_amp(TrainConfig(amp="bf16"), flags="avx2").amp == "bf16"  # given flags: no probe of this CPU
     assert bf16_lstm_runs() or not has_bf16_matmul()  # auto's bf16 is always one this CPU runs
+
+
+def test_speed_step_is_a_training_step_over_the_non_pad_targets():
+    """training.translation.speed.step (which bench.training_speed times too): counts the batch's
+    target tokens without padding, and its updates fit a fixed batch (the loss falls)."""
+    from training.translation.speed import step
+
+    torch.manual_seed(0)
+    model = Seq2Seq(TINY).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = tr_train.make_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [0, 1])
+    assert step(model, opt, batch) == (4 + 1) + (1 + 1)  # each target and its end token
+
+    def loss():
+        model.eval()
+        with torch.no_grad():
+            lg = model(*batch[:3])
+        model.train()
+        return torch.nn.functional.cross_entropy(
+            lg.reshape(-1, lg.shape[-1]), batch[3].reshape(-1), ignore_index=PAD_ID
+        )
+
+    before = loss()
+    for _ in range(20):
+        step(model, opt, batch)
+    assert loss() < before / 2
 
 
 # --- the exported artifact ---------------------------------------------------------------------

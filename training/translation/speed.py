@@ -27,6 +27,21 @@ from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.train import TrainConfig, load_corpus, make_batch, token_batches
 
 
+def step(model: Seq2Seq, opt: torch.optim.Optimizer, batch, bf16: bool = False) -> int:
+    """One training step as train.py takes it in one process: forward (under bfloat16 autocast if
+    asked), token-mean cross-entropy over the non-pad targets, backward, gradients clipped to norm
+    1.0, Adam. `batch` is make_batch's (src, src_lengths, tgt_in, tgt_out). Returns the target tokens."""
+    src, src_len, tgt_in, tgt_out = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(src, src_len, tgt_in)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=PAD_ID)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return int((tgt_out != PAD_ID).sum())
+
+
 def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, seconds: float, lr: float) -> dict:
     torch.manual_seed(0)
     model = Seq2Seq(cfg).train()
@@ -39,14 +54,7 @@ def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, sec
     for i, idx in enumerate(batches):
         if i == 3:
             t0, tok, sents = time.time(), 0, 0
-        s, sl, ti, to = make_batch(tr_s, tr_t, idx)
-        logits = model(s, sl, ti)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), to.reshape(-1), ignore_index=PAD_ID)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        tok += int((to != PAD_ID).sum())
+        tok += step(model, opt, make_batch(tr_s, tr_t, idx))
         sents += len(idx)
         if t0 is not None and time.time() - t0 >= seconds:
             break
