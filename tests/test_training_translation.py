@@ -162,8 +162,29 @@ def test_amp_auto_takes_bf16_only_where_the_cpu_multiplies_it():
     assert resolve_amp(auto, flags="avx512f avx512_vnni avx512_bf16").amp == "bf16"
     assert resolve_amp(auto, flags="avx2 amx_bf16 amx_tile").amp == "bf16"
     assert resolve_amp(TrainConfig(amp="off"), flags="amx_bf16").amp == "off"  # an explicit mode stays
-    assert resolve_amp(TrainConfig(amp="bf16"), flags="avx2").amp == "bf16"  # given flags: no probe of this CPU
+    runs, fails = (lambda: True), (lambda: False)  # whether torch runs a bfloat16 LSTM there
+    assert resolve_amp(TrainConfig(amp="bf16"), flags="avx512f avx512_bf16", probe=runs).amp == "bf16"
+    with pytest.raises(ValueError, match="cannot run torch's LSTM in bfloat16"):
+        resolve_amp(TrainConfig(amp="bf16"), flags="avx2", probe=fails)
+
+
+def test_amp_bf16_without_bfloat16_units_warns_that_it_is_emulated(capsys):
+    resolve_amp(TrainConfig(amp="bf16"), announce=True, flags="avx512f avx512_vnni", probe=lambda: True)
+    assert "emulated, slower than fp32" in capsys.readouterr().out
+    resolve_amp(TrainConfig(amp="bf16"), announce=True, flags="avx512f amx_bf16", probe=lambda: True)
+    assert capsys.readouterr().out == ""
     assert bf16_lstm_runs() or not has_bf16_matmul()  # auto's bf16 is always one this CPU runs
+
+
+def test_the_command_line_judges_amp_once(data_dir, tmp_path, capsys):
+    """`--amp auto` is resolved (and announced) once, before the workers start, and the run's
+    report records the concrete mode that trained."""
+    tiny = "--src-vocab 120 --tgt-vocab 120 --embed-dim 16 --enc-hidden 16 --dec-hidden 32 --attn-dim 16"
+    run = "--pair en-de --epochs 1 --limit 64 --batch-size 32 --amp auto"
+    tr_train.main([*f"{run} {tiny}".split(), "--out", str(tmp_path / "run"), "--data-dir", str(data_dir)])
+    assert capsys.readouterr().out.count("--amp auto:") == 1
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["train_config"]["amp"] == ("bf16" if has_bf16_matmul() else "off")
 
 
 def test_speed_step_is_a_training_step_over_the_non_pad_targets():

@@ -24,6 +24,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -262,17 +263,27 @@ def bf16_lstm_runs() -> bool:
     return True
 
 
-def resolve_amp(tcfg: TrainConfig, announce: bool = False, flags: str | None = None) -> TrainConfig:
-    """`amp="auto"` made concrete for this CPU: bf16 with AMX or AVX512_BF16 (1.4x the tokens/s of
-    fp32 on an AMX CPU), off elsewhere. An explicit bf16 that this CPU cannot run is refused here,
-    with what to pass instead, rather than by oneDNN at the first batch. The report records the mode
-    that ran."""
+def resolve_amp(
+    tcfg: TrainConfig, announce: bool = False, flags: str | None = None, probe: Callable[[], bool] = bf16_lstm_runs
+) -> TrainConfig:
+    """The one place that judges `--amp` for a CPU (`flags`: its /proc/cpuinfo flags, default this
+    one's; `probe`: whether torch runs a bfloat16 LSTM there). `auto` becomes bf16 with AMX or
+    AVX512_BF16 (1.4x the tokens/s of fp32 on an AMX CPU), off elsewhere. An explicit bf16 that the
+    CPU cannot run is refused here, with what to pass instead, rather than by oneDNN at the first
+    batch; one it runs only emulated (no bfloat16 units) is warned about. The report records the
+    mode that ran."""
     if tcfg.amp not in ("off", "bf16", "auto"):
         raise ValueError(f"amp must be 'off', 'bf16' or 'auto', not {tcfg.amp!r}")
-    if tcfg.amp == "bf16" and flags is None and not bf16_lstm_runs():
-        raise ValueError(
-            "--amp bf16: this CPU cannot run torch's LSTM in bfloat16 (no AVX-512); pass --amp auto or off"
-        )
+    if tcfg.amp == "bf16":
+        if not probe():
+            raise ValueError(
+                "--amp bf16: this CPU cannot run torch's LSTM in bfloat16 (no AVX-512); pass --amp auto or off"
+            )
+        if announce and not has_bf16_matmul(flags):
+            print(
+                "warning: --amp bf16 on a CPU without AMX or AVX512_BF16 is emulated, slower than fp32 (--amp auto)",
+                flush=True,
+            )
     if tcfg.amp != "auto":
         return tcfg
     mode = "bf16" if has_bf16_matmul(flags) else "off"
@@ -285,15 +296,13 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
     """One process, or (with `group`, from `spawn`) one of `tcfg.workers` data-parallel workers:
     then each optimizer step sums the gradients of one batch per worker over all their target
     tokens (the step one process would take on the union of the batches), and the lead worker
-    alone validates, checkpoints and writes the run's files. Returns the report (the lead's)."""
+    alone validates, checkpoints and writes the run's files. Returns the report (the lead's).
+    The command line resolves `tcfg.amp` once, before spawning; a direct call, or `auto` left for
+    the workers, is resolved here."""
+    if group is None or tcfg.amp == "auto":
+        tcfg = resolve_amp(tcfg, announce=group is None or group.lead)
     group = group or Group()
     lead = group.lead
-    tcfg = resolve_amp(tcfg, announce=lead)
-    if tcfg.amp == "bf16" and lead and not has_bf16_matmul():
-        print(
-            "warning: --amp bf16 on a CPU without AMX or AVX512_BF16 is emulated, slower than fp32 (--amp auto)",
-            flush=True,
-        )
     out.mkdir(parents=True, exist_ok=True)
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
