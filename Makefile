@@ -90,7 +90,8 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # Six epochs took 87 minutes (5,206 s) for en-de on 2026-12-05 and 81 minutes (4,885 s) for en-fr on
 # 2026-12-06 (Intel Xeon with AMX, 2 cores), inside the issue's 100 minutes per pair; set beforehand
 # for time, not tuned on validation (docs/history.md). On an AVX2-only CPU (AMD EPYC, 2 cores, fp32)
-# an epoch takes about 30 minutes, six about three hours: over the 100 minutes there.
+# an epoch takes 30-40 minutes: the shipped en-de (10k vocabulary) took 13,756 s (3.8 hours), over the
+# 100 minutes there.
 # In the background: nohup make train-translation PAIR=en-de > runs/translate-en-de.log 2>&1 &
 # Each epoch's weights are kept (runs/translate-PAIR/epoch<N>.pt): `python -m training.export translation
 # --run runs/translate-PAIR --out DIR --quantize --average 2` exports the mean of the last two.

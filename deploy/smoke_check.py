@@ -7,8 +7,8 @@ beyond status 200: deploy/smoke.sh (on the image) and tests/test_smoke_server.py
 A translation passes when it is non-empty; written in Latin letters (no other script, mostly letters);
 not an echo of the English source (not the source itself, at most half its words copied from it); and
 carries the target language's marks: one of its common short words (articles, prepositions,
-conjunctions) or one of its letters (ä ö ü ß; é è ê à ç ...). It does not judge quality: the shipped
-models know image captions only, and a fluent German sentence about something else passes.
+conjunctions) or one of its letters (ä ö ü ß; é è ê à ç ...). It does not judge quality: a fluent
+German sentence about something else passes.
 
 Standard library only: smoke.sh runs it with the host's python3, outside the project's venv.
 """

@@ -314,7 +314,7 @@ class TranslateResponse(_Timed):
         json_schema_extra={
             "examples": [
                 {
-                    "model": {"name": "multi30k-en-de-attention", "version": "2026-11-22+abcdef12"},
+                    "model": {"name": "general-en-de-attention", "version": "2026-12-06+abcdef12"},
                     "results": [
                         {
                             "translation": "Ein Mann fährt mit dem Fahrrad die Straße hinunter.",

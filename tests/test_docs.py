@@ -361,12 +361,11 @@ def test_the_measurement_scripts_the_docs_cite_still_import(script):
 def test_figures_quoted_in_prose_are_the_results():
     """The few figures the README and the model page quote in sentences, not tables."""
     readme = " ".join(page_text("README.md").split())
-    sets = load("reports/translation-score/scores.json")["pairs"]["en-de"]["sets"]
-    captions = sets["in-domain: Multi30k test2016 (image captions)"]["share_below"]["-8"]
-    others = sorted(s["share_below"]["-8"] for name, s in sets.items() if name.startswith("out-of-domain"))
-    assert f"en→de, {round(100 * (1 - captions))}% of the caption test set scores above -8" in readme
+    fr, de = (load(f"models/translate-{pair}/metadata.json")["score_guide"] for pair in ("en-fr", "en-de"))
+    assert all("5th percentile" in g["threshold_rule"] for g in (fr, de))
     assert (
-        f"while {round(100 * others[0])}-{round(100 * others[-1])}% of sentences from hotel and film reviews" in readme
+        f"5% of validation sentences score below {fr['threshold']:.1f} into French and below {de['threshold']:.1f} into German"
+        in readme
     )
     models = " ".join(page_text("docs/models.md").split())
     base = load("reports/translation-attention/caption-en-de.json")

@@ -23,7 +23,7 @@ RUNS = {
         "4 epochs": "en-de-2workers-history.json",
         "4 epochs + copy-through": "en-de-copythrough-history.json",
         "6 epochs bf16 + copy-through": "en-de-bf16-6epochs-history.json",
-        "6-epoch recipe, 10k vocabulary, fp32 (3 epochs run)": "en-de-10k-fp32-history.json",
+        "6-epoch recipe, 10k vocabulary, fp32": "en-de-10k-fp32-history.json",
     },
     "en-fr": {
         "4 epochs + copy-through": "en-fr-copythrough-history.json",
@@ -34,7 +34,7 @@ STYLES = {  # one look per recipe in both rows
     "4 epochs": ("o--", "C0"),
     "4 epochs + copy-through": ("s-", "C1"),
     "6 epochs bf16 + copy-through": ("^-", "C2"),
-    "6-epoch recipe, 10k vocabulary, fp32 (3 epochs run)": ("D:", "C3"),
+    "6-epoch recipe, 10k vocabulary, fp32": ("D:", "C3"),
 }
 SETS = {
     "val_bleu_tatoeba": "Tatoeba slice",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from service.runtime.translation import TranslationModel
+from training.cross_cpu import cpu_name, isa
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,13 @@ def main() -> None:
         "out-of-domain: hotel review sentences (SemEval ABSA)": sentences(hotels, rng, args.n),
         "out-of-domain: IMDB test review sentences": sentences(imdb[:5000], rng, args.n),
     }
-    report: dict = {"beam_size": 5, "precision": "auto (CPU: int8 decoder)", "pairs": {}}
+    report: dict = {
+        "cpu": cpu_name(),
+        "isa": isa(),
+        "beam_size": 5,
+        "precision": "auto (CPU: int8 decoder)",
+        "pairs": {},
+    }
     for pair in ("en-de", "en-fr"):
         m = TranslationModel(ROOT / "models" / f"translate-{pair}", precision="auto", threads=1)
         report["pairs"][pair] = {"model": m.version, "decoder": m.decoder_file, "sets": {}}
