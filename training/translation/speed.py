@@ -18,28 +18,25 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from service.runtime.subword import PAD_ID, Subword
 from training.data import default_data_dir
 from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.train import TrainConfig, load_corpus, make_batch, token_batches
+from training.translation.train import TrainConfig, load_corpus, make_batch, summed_loss, token_batches
 
 
 def step(model: Seq2Seq, opt: torch.optim.Optimizer, batch, bf16: bool = False) -> int:
-    """One training step as train.py takes it in one process: forward (under bfloat16 autocast if
-    asked), token-mean cross-entropy over the non-pad targets, backward, gradients clipped to norm
-    1.0, Adam. `batch` is make_batch's (src, src_lengths, tgt_in, tgt_out). Returns the target tokens."""
-    src, src_len, tgt_in, tgt_out = batch
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(src, src_len, tgt_in)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=PAD_ID)
+    """One training step of one process: train.py's loss (summed_loss, without label smoothing)
+    over the batch's non-pad targets, backward, gradients clipped to norm 1.0, Adam. `batch` is
+    make_batch's (src, src_lengths, tgt_in, tgt_out). Returns the target tokens."""
+    n = int((batch[3] != PAD_ID).sum())
+    loss = summed_loss(model, batch, bf16) / n
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return int((tgt_out != PAD_ID).sum())
+    return n
 
 
 def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, seconds: float, lr: float) -> dict:

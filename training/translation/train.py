@@ -178,6 +178,22 @@ def make_batch(src: list[list[int]], tgt: list[list[int]], idx: list[int]):
     return s, s_len, t_in, t_out
 
 
+def summed_loss(model: Seq2Seq, batch, bf16: bool = False, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The forward pass (under bfloat16 autocast if asked) and the cross-entropy summed over the
+    non-pad targets of `batch`, make_batch's (src, src_lengths, tgt_in, tgt_out): the loss of
+    training, validation and training.translation.speed alike."""
+    src, src_len, tgt_in, tgt_out = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(src, src_len, tgt_in)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        tgt_out.reshape(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
 def bleu_of(
     model: Seq2Seq,
     src_tok: Subword,
@@ -235,12 +251,9 @@ def validate(
             va_s = [x[:MAX_VAL_LEN] or [EOS_ID] for x in va_s]
             va_t = [x[:MAX_VAL_LEN] for x in va_t]
             for idx in bucketed_batches([len(s) for s in va_s], 64, shuffle=False):
-                s, sl, ti, to = make_batch(va_s, va_t, idx)
-                lg = model(s, sl, ti)
-                vl += float(
-                    F.cross_entropy(lg.reshape(-1, lg.shape[-1]), to.reshape(-1), ignore_index=PAD_ID, reduction="sum")
-                )
-                vn += int((to != PAD_ID).sum())
+                batch = make_batch(va_s, va_t, idx)
+                vl += float(summed_loss(model, batch))
+                vn += int((batch[3] != PAD_ID).sum())
             sub_s, sub_r = evenly((src, ref), val_max)
             b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1, lexicon=lexicon)
             bleus.append(b)
@@ -423,20 +436,9 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             n_all, n_src_all = group.sum_scalars(n, n_src)
             loss_value = 0.0
             if idx is not None:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.amp == "bf16"):
-                    logits = model(s, sl, ti)
                 # the sum over this worker's tokens, divided by the step's tokens over all workers:
                 # summed over the workers, the mean loss of the union of their batches
-                loss = (
-                    F.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]),
-                        to.reshape(-1),
-                        ignore_index=PAD_ID,
-                        label_smoothing=tcfg.label_smoothing,
-                        reduction="sum",
-                    )
-                    / n_all
-                )
+                loss = summed_loss(model, (s, sl, ti, to), tcfg.amp == "bf16", tcfg.label_smoothing) / n_all
                 loss.backward()
                 loss_value = loss.item()
             group.sum_grads(model.parameters())
