@@ -4,9 +4,10 @@
 bfloat16 in hardware (AMX, AVX512_BF16), fp32 elsewhere. This measures the choice on the CPU at
 hand: the recipe's model (general recipe sizes, joint vocabulary), one synthetic batch of the
 recipe's token budget, full training steps (forward, loss, backward, clipping, Adam: the step
-`training.translation.speed` measures), one torch thread as each training worker runs. The modes alternate round by round, and each is timed in CPU time of
-this process (`time.process_time`, less disturbed than wall time by other work on a shared
-machine); the table shows each mode's median and the ratio.
+`training.translation.speed` measures), one torch thread as each training worker runs. The modes
+alternate round by round, and each is timed in CPU time of this process (`time.process_time`, less
+disturbed than wall time by other work on a shared machine); the table shows each mode's median
+and the ratio.
 
     python -m bench.training_speed --out bench/results/training_speed.json
 """
@@ -38,7 +39,7 @@ def synthetic_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: in
 
 
 def step_seconds(model, opt, batch, bf16: bool, steps: int) -> float:
-    """CPU seconds per training step (the speed tool's, which is train.py's), the mean over `steps`."""
+    """CPU seconds per training step (training.translation.speed's), the mean over `steps`."""
     t0 = time.process_time()
     for _ in range(steps):
         step(model, opt, batch, bf16)

@@ -162,6 +162,7 @@ def test_amp_auto_takes_bf16_only_where_the_cpu_multiplies_it():
     assert resolve_amp(auto, flags="avx512f avx512_vnni avx512_bf16").amp == "bf16"
     assert resolve_amp(auto, flags="avx2 amx_bf16 amx_tile").amp == "bf16"
     assert resolve_amp(TrainConfig(amp="off"), flags="amx_bf16").amp == "off"  # an explicit mode stays
+    assert bf16_lstm_runs() or not has_bf16_matmul()  # auto's bf16 is always one this CPU runs
     runs, fails = (lambda: True), (lambda: False)  # whether torch runs a bfloat16 LSTM there
     assert resolve_amp(TrainConfig(amp="bf16"), flags="avx512f avx512_bf16", probe=runs).amp == "bf16"
     with pytest.raises(ValueError, match="cannot run torch's LSTM in bfloat16"):
@@ -173,7 +174,6 @@ def test_amp_bf16_without_bfloat16_units_warns_that_it_is_emulated(capsys):
     assert "emulated, slower than fp32" in capsys.readouterr().out
     resolve_amp(TrainConfig(amp="bf16"), announce=True, flags="avx512f amx_bf16", probe=lambda: True)
     assert capsys.readouterr().out == ""
-    assert bf16_lstm_runs() or not has_bf16_matmul()  # auto's bf16 is always one this CPU runs
 
 
 def test_the_command_line_judges_amp_once(data_dir, tmp_path, capsys):
