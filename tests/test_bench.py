@@ -159,3 +159,30 @@ def test_training_speed_measures_what_this_cpu_runs(tmp_path):
         tps = res["target_subwords_per_cpu_second"]
         assert res["bf16_over_fp32"] == pytest.approx(tps["bf16"] / tps["fp32"])
     assert res["amp_auto_picks"] == ("bf16" if has_bf16_matmul() else "off")
+
+
+def test_worker_balance_prices_both_ways_of_cutting_steps(tmp_path):
+    """bench.worker_balance on synthetic data: both ways timed on the same number of two-batch
+    steps, each step priced at its slower batch, and the ratio is the two figures'."""
+    from bench.worker_balance import main as worker_balance
+    from tests.synthetic import write_general, write_multi30k
+    from training.translation.model import TranslationConfig
+    from training.translation.train import TrainConfig, build_tokenizers, load_corpus
+
+    write_multi30k(tmp_path / "data")
+    write_general(tmp_path / "data")
+    cfg = TranslationConfig(src_vocab=200, tgt_vocab=200)
+    *_, vocab_src, vocab_tgt, _ = load_corpus(tmp_path / "data", cfg, TrainConfig(corpus="general"))
+    src_tok, _ = build_tokenizers(tmp_path / "spm", cfg, vocab_src, vocab_tgt)
+    out = tmp_path / "balance.json"
+    argv = ["--spm", str(src_tok.path), "--data-dir", str(tmp_path / "data"), "--steps", "3"]
+    assert worker_balance([*argv, "--budget", "150", "--max-batch", "12", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    ways = res["ways"]
+    for w in ("consecutive", "paired"):
+        secs = ways[w]["batch_seconds"]
+        assert len(secs) == 3 and all(len(s) == 2 for s in secs)
+        assert ways[w]["step_seconds"] == pytest.approx(sum(max(s) for s in secs), abs=0.01)
+        assert 0 <= ways[w]["idle_share"] < 1 and ways[w]["target_subwords"] > 0
+    ratio = ways["paired"]["target_subwords_per_s"] / ways["consecutive"]["target_subwords_per_s"]
+    assert res["paired_over_consecutive"] == pytest.approx(ratio, abs=1e-3)

@@ -379,3 +379,8 @@ def test_figures_quoted_in_prose_are_the_results():
     assert f"({speed['isa']} only, no bfloat16 units; `bench/results/training_speed.json`): fp32 {fp32}" in bench
     assert ("bfloat16 cannot run at all" in bench) == ("bf16" in speed["failed"])
     assert f"so `auto` trains in {speed['amp_auto_picks'].replace('off', 'fp32')} there" in bench
+    balance = load("bench/results/worker_balance.json")
+    c, q = balance["ways"]["consecutive"], balance["ways"]["paired"]
+    assert f"{c['target_subwords_per_s']:,.0f} target subwords/s with the workers idle {c['idle_share']:.1%}" in bench
+    assert f"{q['target_subwords_per_s']:,.0f}, idle {q['idle_share']:.1%}: **{balance['paired_over_consecutive']:.2f}x**" in bench
+    assert q["target_subwords_per_s"] / c["target_subwords_per_s"] == pytest.approx(balance["paired_over_consecutive"], abs=1e-3)

@@ -4,6 +4,7 @@ workers trains, validates and checkpoints as the single-process run does."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from service.runtime.subword import PAD_ID
 from tests.synthetic import write_general, write_multi30k
 from training.parallel import Group, spawn
 from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.train import TrainConfig, train
+from training.translation.train import TrainConfig, build_tokenizers, load_corpus, train, validate
 
 NO_DROPOUT = TranslationConfig(
     src_vocab=50, tgt_vocab=50, embed_dim=8, enc_hidden=8, dec_hidden=16, attn_dim=8, dropout=0.0
@@ -118,3 +119,34 @@ def test_a_two_worker_run_trains_validates_and_checkpoints_once_per_step_pair(da
     assert abs(2 * steps - steps1) <= 2  # (an odd batch count per epoch adds a step)
     assert alone["history"][0]["train_tokens_per_s"] > 0
     assert ck["state"]["history"][0]["train_loss"] == pytest.approx(h[0]["train_loss"])
+
+
+def _validate(group: Group, out_dir, data_dir):
+    torch.manual_seed(0)
+    src_tok, tgt_tok, model, valid = _tiny_model_and_sets(out_dir, data_dir)
+    row = validate(model, src_tok, tgt_tok, valid, 15, group=group)
+    (out_dir / f"val{group.rank}.json").write_text(json.dumps(row))
+
+
+def _tiny_model_and_sets(out_dir, data_dir):
+    tcfg = TrainConfig(corpus="general", val_max=15)
+    *_, vocab_src, vocab_tgt, valid = load_corpus(data_dir, TINY, tcfg)
+    src_tok, tgt_tok = build_tokenizers(
+        out_dir, dataclasses.replace(TINY, src_vocab=200, tgt_vocab=200), vocab_src, vocab_tgt
+    )
+    model = Seq2Seq(dataclasses.replace(TINY, src_vocab=len(src_tok), tgt_vocab=len(tgt_tok)))
+    return src_tok, tgt_tok, model, valid
+
+
+def test_two_workers_validate_half_each_and_agree_with_one_process(data_dir, tmp_path):
+    """The workers share the validation batches and sentences; the figures are the single
+    process's (loss to float rounding, BLEU exactly: the same translations, put back in order)."""
+    torch.manual_seed(0)
+    src_tok, tgt_tok, model, valid = _tiny_model_and_sets(tmp_path, data_dir)  # the workers load its tokenizer
+    alone = validate(model, src_tok, tgt_tok, valid, 15)
+    spawn(_validate, 2, tmp_path, data_dir)
+    rows = [json.loads((tmp_path / f"val{r}.json").read_text()) for r in (0, 1)]
+    assert rows[0] == rows[1]
+    assert set(alone) == set(rows[0]) and len(valid) == 3
+    for k, v in alone.items():
+        assert rows[0][k] == pytest.approx(v, rel=1e-6), k

@@ -14,7 +14,7 @@ from service.runtime.subword import UNK_ID, Subword
 from tests.synthetic import write_general, write_multi30k
 from training.translation.data import load_general, tatoeba_split
 from training.translation.model import TranslationConfig
-from training.translation.train import TrainConfig, parse_weights, token_batches, train
+from training.translation.train import TrainConfig, parse_weights, token_batches, train, worker_steps
 
 TINY = TranslationConfig(
     src_vocab=400, tgt_vocab=400, embed_dim=16, enc_hidden=16, dec_hidden=32, attn_dim=16, dropout=0.1
@@ -71,6 +71,25 @@ def test_token_batches_cover_every_pair_once_within_the_budget():
     assert sorted(i for b in batches for i in b) == list(range(1000))
     assert all(len(b) <= 16 and len(b) * max(lengths[i] for i in b) <= 200 for b in batches)
     assert batches == token_batches(lengths, 200, 16, shuffle=True, seed=3)
+
+
+def test_worker_steps_give_each_worker_a_batch_of_about_the_same_cost():
+    lengths = [1 + (i * 7) % 40 for i in range(2000)]
+    batches = token_batches(lengths, 200, 16, shuffle=True, seed=3)
+    steps = worker_steps(batches, lengths, 2, seed=5)
+    assert sorted(i for st in steps for b in st for i in b) == list(range(2000))
+    assert sorted(len(st) for st in steps)[1:] == [2] * (len(steps) - 1)  # an odd batch out may make one step of one
+    assert steps == worker_steps(batches, lengths, 2, seed=5)
+    assert worker_steps(batches, lengths, 1, seed=5) == [[b] for b in batches]  # one worker: the order as it was
+
+    def waiting(steps):  # the tokens a step waits for beyond its batches' mean
+        cost = [[len(b) * max(lengths[i] for i in b) for b in st] for st in steps]
+        return sum(max(c) - sum(c) / len(c) for c in cost)
+
+    consecutive = [batches[i : i + 2] for i in range(0, len(batches), 2)]
+    assert waiting(steps) < 0.25 * waiting(consecutive)
+    longest = [[max(lengths[i] for i in b) for b in st] for st in steps if len(st) == 2]
+    assert sum(abs(a - b) for a, b in longest) <= 40  # neighbours in length order: the gaps add up to the range
 
 
 def test_general_run_never_produces_unk_and_records_each_validation_set(data_dir, tmp_path):

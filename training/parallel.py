@@ -44,7 +44,7 @@ class Group:
                 init_method=f"tcp://127.0.0.1:{port}",
                 rank=rank,
                 world_size=world,
-                # the lead validates at the end of each epoch while the others wait for it
+                # a worker waits for the others at the end of each epoch, while the lead checkpoints
                 timeout=datetime.timedelta(hours=2),
             )
         return cls(rank, world)
@@ -70,6 +70,14 @@ class Group:
         if self.world > 1:
             dist.broadcast(t, 0)
         return [int(x) for x in t]
+
+    def gather(self, obj: object) -> list:
+        """Every worker's `obj` (picklable), in rank order, on every worker."""
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def sum_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Sum the gradients over the workers, in one flat all-reduce. A worker without a batch

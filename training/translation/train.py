@@ -116,6 +116,21 @@ def token_batches(
     return batches
 
 
+def worker_steps(batches: list[list[int]], lengths: list[int], world: int, seed: int) -> list[list[list[int]]]:
+    """Batches in steps of one batch per worker. With several workers, each step's batches are
+    of about the same cost, since every worker waits for the slowest at the gradient sum: the
+    batches are ordered by their longest length, then their size (token_batches's batches of the
+    same longest length hold about the same sentences and tokens), cut into steps of `world`,
+    and the steps shuffled. Consecutive batches of the shuffled list, as before, left a worker
+    idle for a sizeable part of each step."""
+    if world <= 1:
+        return [[b] for b in batches]
+    ordered = sorted(batches, key=lambda b: (max(lengths[i] for i in b), len(b)))
+    steps = [ordered[i : i + world] for i in range(0, len(ordered), world)]
+    random.Random(seed).shuffle(steps)
+    return steps
+
+
 def load_corpus(
     data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig
 ) -> tuple[list[str], list[str], list[str], list[str], dict[str, tuple[list[str], list[str]]]]:
@@ -202,12 +217,17 @@ def bleu_of(
     refs: list[str],
     beam: int = 1,
     lexicon: CopyLexicon | None = None,
+    group: Group | None = None,
 ) -> tuple[float, list[str]]:
     """BLEU of the model's translations against the raw references; with a `lexicon`, sources
-    are masked and translations unmasked as the service does."""
-    masked, slots = mask_batch(src, lexicon)
+    are masked and translations unmasked as the service does. With a `group`, each worker
+    translates every world-th sentence and all get the whole result."""
+    group = group or Group()
+    mine = src[group.rank :: group.world]
+    masked, slots = mask_batch(mine, lexicon)
     hyps = translate_ids(TorchStepper(model), src_tok.encode_batch(masked), beam_size=beam, batch_size=128)
-    out = [unmask(tgt_tok.decode(h[0].tokens), sl) for h, sl in zip(hyps, slots, strict=True)]
+    parts = group.gather([unmask(tgt_tok.decode(h[0].tokens), sl) for h, sl in zip(hyps, slots, strict=True)])
+    out = [parts[i % group.world][i // group.world] for i in range(len(src))]
     return sacrebleu.corpus_bleu(out, [refs]).score, out
 
 
@@ -236,11 +256,20 @@ def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig, steps_per_epoc
 
 
 def validate(
-    model: Seq2Seq, src_tok: Subword, tgt_tok: Subword, valid: dict, val_max: int, lexicon: CopyLexicon | None = None
+    model: Seq2Seq,
+    src_tok: Subword,
+    tgt_tok: Subword,
+    valid: dict,
+    val_max: int,
+    lexicon: CopyLexicon | None = None,
+    group: Group | None = None,
 ) -> dict:
     """Validation loss over every set, and greedy BLEU on each (at most val_max sentences of
     each); `val_bleu_greedy` is the mean of the sets' BLEU, the selection figure. With a
-    `lexicon`, the loss is of the masked pairs and BLEU of the unmasked translations."""
+    `lexicon`, the loss is of the masked pairs and BLEU of the unmasked translations. With a
+    `group`, the workers share the batches and sentences (a worker no longer idles while the
+    lead validates) and every worker gets the same figures."""
+    group = group or Group()
     model.eval()
     row: dict = {}
     vl, vn = 0.0, 0
@@ -250,15 +279,17 @@ def validate(
             va_s, va_t = (tok.encode_batch(x) for tok, x in zip((src_tok, tgt_tok), mask_pairs(src, ref, lexicon)))
             va_s = [x[:MAX_VAL_LEN] or [EOS_ID] for x in va_s]
             va_t = [x[:MAX_VAL_LEN] for x in va_t]
-            for idx in bucketed_batches([len(s) for s in va_s], 64, shuffle=False):
+            batches = list(bucketed_batches([len(s) for s in va_s], 64, shuffle=False))
+            for idx in batches[group.rank :: group.world]:
                 batch = make_batch(va_s, va_t, idx)
                 vl += float(summed_loss(model, batch))
                 vn += int((batch[3] != PAD_ID).sum())
             sub_s, sub_r = evenly((src, ref), val_max)
-            b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1, lexicon=lexicon)
+            b, _ = bleu_of(model, src_tok, tgt_tok, sub_s, sub_r, beam=1, lexicon=lexicon, group=group)
             bleus.append(b)
             if len(valid) > 1:
                 row[f"val_bleu_{name}"] = b
+    vl, vn = group.sum_scalars(vl, vn)
     row = {"val_loss": vl / vn, "val_ppl": float(np.exp(vl / vn)), "val_bleu_greedy": float(np.mean(bleus)), **row}
     return row
 
@@ -308,8 +339,8 @@ def resolve_amp(
 def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, group: Group | None = None) -> dict:
     """One process, or (with `group`, from `spawn`) one of `tcfg.workers` data-parallel workers:
     then each optimizer step sums the gradients of one batch per worker over all their target
-    tokens (the step one process would take on the union of the batches), and the lead worker
-    alone validates, checkpoints and writes the run's files. Returns the report (the lead's).
+    tokens (the step one process would take on the union of the batches), the workers share the
+    validation, and the lead alone checkpoints and writes the run's files. Returns the report (the lead's).
     The command line resolves `tcfg.amp` once, before spawning; a direct call, or `auto` left for
     the workers, is resolved here."""
     if group is None or tcfg.amp == "auto":
@@ -352,16 +383,15 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             flush=True,
         )
 
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        if tcfg.token_budget:
-            lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
-            return token_batches(lengths, tcfg.token_budget, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch)
-        return list(bucketed_batches([len(s) for s in tr_s], tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
 
     def epoch_steps(epoch: int) -> list[list[list[int]]]:
         """The epoch's batches in steps of one batch per worker."""
-        b = epoch_batches(epoch)
-        return [b[i : i + group.world] for i in range(0, len(b), group.world)]
+        if tcfg.token_budget:
+            b = token_batches(lengths, tcfg.token_budget, tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch)
+        else:
+            b = list(bucketed_batches([len(s) for s in tr_s], tcfg.batch_size, shuffle=True, seed=tcfg.seed + epoch))
+        return worker_steps(b, lengths, group.world, seed=tcfg.seed + epoch)
 
     model = Seq2Seq(cfg)
     if group.rank:  # the same initial weights (seeded above), different dropout masks
@@ -471,12 +501,12 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
                       f"{partial['tokens'] / partial['seconds']:.0f} target tokens/s", flush=True)  # fmt: skip
         bar.close()
         train_seconds = time.time() - t0
-        if not lead:  # the lead validates and saves; its state decides at the top of the loop
+        v0 = time.time()
+        val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max, lexicon, group)
+        if not lead:  # the lead saves; its state decides at the top of the loop
             state["epoch"] = epoch
             partial = {"step": 0, "loss_sum": 0.0, "tokens": 0, "src_tokens": 0, "seconds": 0.0}
             continue
-        v0 = time.time()
-        val = validate(model, src_tok, tgt_tok, valid, tcfg.val_max, lexicon)
         bleu = val["val_bleu_greedy"]
         if tcfg.schedule == "plateau":
             sched.step(bleu)
