@@ -28,8 +28,8 @@ from service.runtime.subword import Subword
 from training.cross_cpu import isa
 from training.data import default_data_dir
 from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.speed import step
-from training.translation.train import TrainConfig, load_corpus, make_batch, token_batches, worker_steps
+from training.translation.speed import mixture_ids, step
+from training.translation.train import TrainConfig, make_batch, token_batches, worker_steps
 
 WAYS = ("consecutive", "paired")
 
@@ -50,14 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     tok = Subword(a.spm)
     src, tgt = a.pair.split("-")
     cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
-    src_tr, tgt_tr, *_ = load_corpus(a.data_dir or default_data_dir(), cfg, tcfg)
-    pairs = [
-        (s, t)
-        for s, t in zip(tok.encode_batch(src_tr), tok.encode_batch(tgt_tr), strict=True)
-        if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len
-    ]
-    tr_s, tr_t = [x[0] for x in pairs], [x[1] for x in pairs]
-    lengths = [max(len(s), len(t) + 1) for s, t in pairs]
+    tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), tcfg.weights, tcfg.max_train_len)
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
     batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=a.seed)
     ways = {
         "consecutive": [batches[i : i + 2] for i in range(0, len(batches) - 1, 2)],

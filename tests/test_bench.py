@@ -161,22 +161,29 @@ def test_training_speed_measures_what_this_cpu_runs(tmp_path):
     assert res["amp_auto_picks"] == ("bf16" if has_bf16_matmul() else "off")
 
 
-def test_worker_balance_prices_both_ways_of_cutting_steps(tmp_path):
-    """bench.worker_balance on synthetic data: both ways timed on the same number of two-batch
-    steps, each step priced at its slower batch, and the ratio is the two figures'."""
-    from bench.worker_balance import main as worker_balance
+@pytest.fixture(scope="module")
+def mixture(tmp_path_factory):
+    """Synthetic general-domain data and a joint SentencePiece model of it, for the training benches."""
     from tests.synthetic import write_general, write_multi30k
     from training.translation.model import TranslationConfig
     from training.translation.train import TrainConfig, build_tokenizers, load_corpus
 
-    write_multi30k(tmp_path / "data")
-    write_general(tmp_path / "data")
+    root = tmp_path_factory.mktemp("mixture")
+    write_multi30k(root / "data")
+    write_general(root / "data")
     cfg = TranslationConfig(src_vocab=200, tgt_vocab=200)
-    *_, vocab_src, vocab_tgt, _ = load_corpus(tmp_path / "data", cfg, TrainConfig(corpus="general"))
-    src_tok, _ = build_tokenizers(tmp_path / "spm", cfg, vocab_src, vocab_tgt)
+    *_, vocab_src, vocab_tgt, _ = load_corpus(root / "data", cfg, TrainConfig(corpus="general"))
+    src_tok, _ = build_tokenizers(root / "spm", cfg, vocab_src, vocab_tgt)
+    return ["--spm", str(src_tok.path), "--data-dir", str(root / "data")]
+
+
+def test_worker_balance_prices_both_ways_of_cutting_steps(mixture, tmp_path):
+    """bench.worker_balance on synthetic data: both ways timed on the same number of two-batch
+    steps, each step priced at its slower batch, and the ratio is the two figures'."""
+    from bench.worker_balance import main as worker_balance
+
     out = tmp_path / "balance.json"
-    argv = ["--spm", str(src_tok.path), "--data-dir", str(tmp_path / "data"), "--steps", "3"]
-    assert worker_balance([*argv, "--budget", "150", "--max-batch", "12", "--out", str(out)]) == 0
+    assert worker_balance([*mixture, "--steps", "3", "--budget", "150", "--max-batch", "12", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     ways = res["ways"]
     for w in ("consecutive", "paired"):
@@ -186,3 +193,22 @@ def test_worker_balance_prices_both_ways_of_cutting_steps(tmp_path):
         assert 0 <= ways[w]["idle_share"] < 1 and ways[w]["target_subwords"] > 0
     ratio = ways["paired"]["target_subwords_per_s"] / ways["consecutive"]["target_subwords_per_s"]
     assert res["paired_over_consecutive"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_softmax_subset_bench_trains_every_batch_in_each_mode(mixture, tmp_path):
+    """bench.softmax_subset on synthetic data: each mode trained the same batches (so the same
+    target subwords), the whole vocabulary's ratio is 1, and a subset's softmax runs over fewer
+    classes than the vocabulary, at least its N most frequent."""
+    from bench.softmax_subset import main as softmax_subset
+
+    out = tmp_path / "subset.json"
+    argv = [*mixture, "--subset", "20", "--batches", "3", "--budget", "150", "--max-batch", "12"]
+    assert softmax_subset([*argv, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    whole, sub = res["modes"]["whole"], res["modes"]["subset20"]
+    assert whole["target_subwords"] == sub["target_subwords"] > 0
+    assert whole["over_whole"] == 1.0 and whole["mean_classes"] == res["vocab"]
+    assert 20 <= sub["mean_classes"] < res["vocab"]
+    assert sub["over_whole"] == pytest.approx(
+        sub["target_subwords_per_cpu_second"] / whole["target_subwords_per_cpu_second"], abs=2e-3
+    )

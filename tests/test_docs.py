@@ -382,5 +382,19 @@ def test_figures_quoted_in_prose_are_the_results():
     balance = load("bench/results/worker_balance.json")
     c, q = balance["ways"]["consecutive"], balance["ways"]["paired"]
     assert f"{c['target_subwords_per_s']:,.0f} target subwords/s with the workers idle {c['idle_share']:.1%}" in bench
-    assert f"{q['target_subwords_per_s']:,.0f}, idle {q['idle_share']:.1%}: **{balance['paired_over_consecutive']:.2f}x**" in bench
-    assert q["target_subwords_per_s"] / c["target_subwords_per_s"] == pytest.approx(balance["paired_over_consecutive"], abs=1e-3)
+    assert (
+        f"{q['target_subwords_per_s']:,.0f}, idle {q['idle_share']:.1%}: **{balance['paired_over_consecutive']:.2f}x**"
+        in bench
+    )
+    assert q["target_subwords_per_s"] / c["target_subwords_per_s"] == pytest.approx(
+        balance["paired_over_consecutive"], abs=1e-3
+    )
+    subset = load("bench/results/softmax_subset.json")["modes"]
+    for n in ("1000", "2000"):
+        m = subset[f"subset{n}"]
+        assert f"{m['target_subwords_per_cpu_second']:,.0f}, **{m['over_whole']:.2f}x**" in bench
+        assert f"({m['mean_classes']:,.0f} classes" in bench or f"over {m['mean_classes']:,.0f} classes" in bench
+    assert (
+        f"whole vocabulary {subset['whole']['target_subwords_per_cpu_second']:,.0f} target subwords per CPU second"
+        in bench
+    )

@@ -213,6 +213,29 @@ def test_speed_step_is_a_training_step_over_the_non_pad_targets():
     assert loss() < before / 2
 
 
+def test_the_subset_softmax_is_the_full_one_over_the_whole_vocabulary_and_trains_only_its_classes():
+    """summed_loss with `frequent`: over every class but padding it is the full cross-entropy (the
+    padding class gets no probability from a trained model, but a fresh one gives it some, so the
+    figures differ by that alone); over a few classes the loss is smaller, only those classes'
+    output biases get a gradient, and frequent_targets ranks by count and adds EOS."""
+    torch.manual_seed(0)
+    model = Seq2Seq(TINY).eval()
+    batch = tr_train.make_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [0, 1])
+    with torch.no_grad():
+        model.decoder.out.bias[PAD_ID] = -1e4  # no probability on padding, as training leaves it
+    every = torch.arange(1, TINY.tgt_vocab)
+    full = tr_train.summed_loss(model, batch)
+    torch.testing.assert_close(tr_train.summed_loss(model, batch, frequent=every), full, rtol=1e-5, atol=1e-5)
+    few = tr_train.frequent_targets([[10, 10, 11], [10, 12, 12]], TINY.tgt_vocab, 2)
+    assert few.tolist() == sorted([10, 12, EOS_ID])
+    sub = tr_train.summed_loss(model, batch, frequent=few)
+    assert sub < full
+    sub.backward()
+    classes = set(few.tolist()) | {10, 11, 12, 13, 14, EOS_ID}  # and the batch's own targets
+    grad = model.decoder.out.bias.grad
+    assert all((grad[i] != 0) == (i in classes) for i in range(TINY.tgt_vocab))
+
+
 # --- the exported artifact ---------------------------------------------------------------------
 
 

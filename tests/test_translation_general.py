@@ -3,6 +3,7 @@ corpus, batching and checkpoints) on a small synthetic copy of the staged data."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -272,3 +273,31 @@ def test_vocab_probe_cuts_words_as_the_recipes_vocabulary_would(data_dir, tmp_pa
         assert {w: "".join(p) for w, p in by_word.items()} == {"woman": "▁woman", "snowpark": "▁snowpark"}
     assert len(found["360"]["woman"]) < len(found["320"]["woman"])  # a larger vocabulary keeps more of it
     assert "joint 360: woman ▁w o man, snowpark" in capsys.readouterr().out
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights_and_tokenizers(data_dir, tmp_path):
+    """--init: the first run's tokenizers copied as they are and its weights loaded (with a zero
+    learning rate they come out unchanged; a fresh model would not); a model of another shape is
+    refused."""
+    first = tmp_path / "first"
+    train(first, data_dir, TINY, dataclasses.replace(GENERAL, epochs=1))
+    second = tmp_path / "second"
+    stage = dataclasses.replace(GENERAL, epochs=1, lr=0.0, init=str(first / "best.pt"), weights="tatoeba=1")
+    train(second, data_dir, TINY, stage)
+    for name in ("spm.src.model", "spm.tgt.model"):
+        assert (second / name).read_bytes() == (first / name).read_bytes()
+    a, b = (torch.load(d / "best.pt", weights_only=False)["model"] for d in (first, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    wider = dataclasses.replace(TINY, dec_hidden=48)
+    with pytest.raises(ValueError, match="is not this run's"):
+        train(tmp_path / "third", data_dir, wider, stage)
+
+
+def test_a_run_with_the_subset_softmax_trains_on_it_and_validates_on_the_whole_vocabulary(data_dir, tmp_path):
+    """--softmax-subset reaches the training loss (the same seed and batches train to another
+    loss than the full softmax's), while validation stays on the whole vocabulary."""
+    one = dataclasses.replace(GENERAL, epochs=1)
+    full = train(tmp_path / "full", data_dir, TINY, one)["history"][0]
+    sub = train(tmp_path / "sub", data_dir, TINY, dataclasses.replace(one, softmax_subset=20))["history"][0]
+    assert sub["train_loss"] != pytest.approx(full["train_loss"], rel=1e-3)
+    assert np.isfinite(sub["val_loss"]) and sub["val_loss"] > 0 and "val_bleu_tatoeba" in sub

@@ -144,6 +144,10 @@ class Seq2Seq(nn.Module):
         tokens/s on one synthetic batch here. (Lifting the embeddings' share of the LSTM gates out
         of the loop as well was slower: nn.LSTMCell's step beats the same gates written out.)
         """
+        return self.decoder.out(self.readouts(src, src_len, tgt_in))
+
+    def readouts(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing up to the output layer: [B,T,E], what `forward` projects on the vocabulary."""
         states, keys, h, c, summary = self.encoder(src, src_len)
         mask = length_mask(src_len, src.shape[1])
         d = self.decoder
@@ -153,7 +157,7 @@ class Seq2Seq(nn.Module):
             ctx, _, h, c = d.recur(y[:, t], h, c, states, keys, mask, summary)
             hs.append(h)
             ctxs.append(ctx)
-        return d.out(d.read(torch.stack(hs, dim=1), torch.stack(ctxs, dim=1), y))
+        return d.read(torch.stack(hs, dim=1), torch.stack(ctxs, dim=1), y)
 
 
 def load_checkpoint(run: Path, average: int = 0) -> tuple[Seq2Seq, dict]:

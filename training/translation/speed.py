@@ -26,17 +26,32 @@ from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.train import TrainConfig, load_corpus, make_batch, summed_loss, token_batches
 
 
-def step(model: Seq2Seq, opt: torch.optim.Optimizer, batch, bf16: bool = False) -> int:
-    """One training step of one process: train.py's loss (summed_loss, without label smoothing)
-    over the batch's non-pad targets, backward, gradients clipped to norm 1.0, Adam. `batch` is
-    make_batch's (src, src_lengths, tgt_in, tgt_out). Returns the target tokens."""
+def step(model: Seq2Seq, opt: torch.optim.Optimizer, batch, bf16: bool = False, frequent=None) -> int:
+    """One training step of one process: train.py's loss (summed_loss, without label smoothing;
+    over a subset of the vocabulary with `frequent`) over the batch's non-pad targets, backward,
+    gradients clipped to norm 1.0, Adam. `batch` is make_batch's (src, src_lengths, tgt_in,
+    tgt_out). Returns the target tokens."""
     n = int((batch[3] != PAD_ID).sum())
-    loss = summed_loss(model, batch, bf16) / n
+    loss = summed_loss(model, batch, bf16, frequent=frequent) / n
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     return n
+
+
+def mixture_ids(
+    tok: Subword, cfg: TranslationConfig, data_dir: Path, weights: str, max_len: int = 80
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The general-domain training mixture as a run sees it: source and target ids under the joint
+    SentencePiece model `tok`, pairs longer than `max_len` on either side left out."""
+    src_tr, tgt_tr, *_ = load_corpus(data_dir, cfg, TrainConfig(corpus="general", weights=weights))
+    pairs = [
+        (s, t)
+        for s, t in zip(tok.encode_batch(src_tr), tok.encode_batch(tgt_tr), strict=True)
+        if 0 < len(s) <= max_len and 0 < len(t) <= max_len
+    ]
+    return [x[0] for x in pairs], [x[1] for x in pairs]
 
 
 def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, seconds: float, lr: float) -> dict:
@@ -83,15 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     src, tgt = a.pair.split("-")
     tok = Subword(a.spm)
     base = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok))
-    src_tr, tgt_tr, *_ = load_corpus(
-        a.data_dir or default_data_dir(), base, TrainConfig(corpus="general", weights=a.weights)
-    )
-    pairs = [
-        (s, t)
-        for s, t in zip(tok.encode_batch(src_tr), tok.encode_batch(tgt_tr), strict=True)
-        if 0 < len(s) <= a.max_train_len and 0 < len(t) <= a.max_train_len
-    ]
-    tr_s, tr_t = [x[0] for x in pairs], [x[1] for x in pairs]
+    tr_s, tr_t = mixture_ids(tok, base, a.data_dir or default_data_dir(), a.weights, a.max_train_len)
     for v in a.variant or ["base:"]:
         name, _, spec = v.partition(":")
         kw = {}

@@ -1,0 +1,105 @@
+"""Training speed of the translator with the softmax over the whole vocabulary against the
+softmax over a subset of it (`--softmax-subset`: each batch's own target subwords and the N most
+frequent), side by side in one run.
+
+The recipe's model (10k joint vocabulary for en-de), real batches of the general-domain mixture
+at the recipe's token budget, full training steps (training.translation.speed.step: forward, loss,
+backward, clipping, Adam), one torch thread as each training worker runs. Every batch is trained
+once in each mode, the modes' order alternating from batch to batch, and timed in CPU seconds; the
+table shows target subwords per CPU second and the ratio to the whole vocabulary. What the subset
+does to the model's quality is a training run's question, not this one's.
+
+    python -m bench.softmax_subset --spm models/translate-en-de/spm.src.model --out bench/results/softmax_subset.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bench.cost_model import cpu_name
+from service.runtime.subword import PAD_ID, Subword
+from training.cross_cpu import isa
+from training.data import default_data_dir
+from training.translation.model import Seq2Seq, TranslationConfig
+from training.translation.speed import mixture_ids, step
+from training.translation.train import TrainConfig, frequent_targets, make_batch, token_batches
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="en-de")
+    p.add_argument("--spm", type=Path, required=True, help="the joint SentencePiece model of the pair")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--subset", type=int, action="append", default=[], help="N most frequent (default 1000, 2000)")
+    p.add_argument("--batches", type=int, default=24)
+    p.add_argument("--budget", type=int, default=4000)
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    tcfg = TrainConfig(corpus="general", weights="tatoeba=1,news=1,multi30k=3")
+    tok = Subword(a.spm)
+    src, tgt = a.pair.split("-")
+    cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
+    tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), tcfg.weights, tcfg.max_train_len)
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=8)[: a.batches]
+    modes: dict[str, torch.Tensor | None] = {"whole": None}
+    modes |= {f"subset{n}": frequent_targets(tr_t, len(tok), n) for n in a.subset or [1000, 2000]}
+
+    torch.manual_seed(0)
+    model = Seq2Seq(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    step(model, opt, make_batch(tr_s, tr_t, batches[0]))  # warm-up
+    seconds = dict.fromkeys(modes, 0.0)
+    tokens = dict.fromkeys(modes, 0)
+    classes: dict[str, list[int]] = {m: [] for m in modes}
+    t_start = time.time()
+    for k, idx in enumerate(batches):
+        batch = make_batch(tr_s, tr_t, idx)
+        targets = batch[3][batch[3] != PAD_ID]
+        for m in list(modes) if k % 2 == 0 else list(modes)[::-1]:
+            t0 = time.process_time()
+            tokens[m] += step(model, opt, batch, frequent=modes[m])
+            seconds[m] += time.process_time() - t0
+            f = modes[m]
+            classes[m].append(len(tok) if f is None else len(torch.unique(torch.cat([f, targets]))))
+        print(f"batch {k + 1}/{len(batches)}, {time.time() - t_start:.0f} s", flush=True)
+
+    rate = {m: tokens[m] / seconds[m] for m in modes}
+    res = {
+        "cpu": cpu_name(),
+        "isa": isa(),
+        "torch": torch.__version__,
+        "vocab": len(tok),
+        "batches": len(batches),
+        "budget": a.budget,
+        "modes": {
+            m: {
+                "target_subwords": tokens[m],
+                "target_subwords_per_cpu_second": round(rate[m], 1),
+                "over_whole": round(rate[m] / rate["whole"], 3),
+                "mean_classes": round(sum(classes[m]) / len(classes[m]), 1),
+            }
+            for m in modes
+        },
+    }
+    print(f"{res['cpu']} ({res['isa']}), {len(batches)} real batches, each trained once per mode:")
+    for m, r in res["modes"].items():
+        print(
+            f"  {m:11s} {r['target_subwords_per_cpu_second']:7,.0f} target subwords per CPU second, "
+            f"softmax over {r['mean_classes']:,.0f} classes: {r['over_whole']:.2f}x"
+        )
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
