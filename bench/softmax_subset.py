@@ -22,35 +22,25 @@ from pathlib import Path
 import torch
 
 from bench.cost_model import cpu_name
-from service.runtime.subword import PAD_ID, Subword
+from service.runtime.subword import PAD_ID
 from training.cross_cpu import isa
-from training.data import default_data_dir
-from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.speed import mixture_ids, step
-from training.translation.train import TrainConfig, frequent_targets, make_batch, token_batches
+from training.translation.model import Seq2Seq
+from training.translation.speed import add_mixture_args, recipe_mixture, step
+from training.translation.train import frequent_targets, make_batch
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="en-de")
-    p.add_argument("--spm", type=Path, required=True, help="the joint SentencePiece model of the pair")
-    p.add_argument("--data-dir", type=Path, default=None)
+    add_mixture_args(p)
     p.add_argument("--subset", type=int, action="append", default=[], help="N most frequent (default 1000, 2000)")
     p.add_argument("--batches", type=int, default=24)
-    p.add_argument("--budget", type=int, default=4000)
-    p.add_argument("--max-batch", type=int, default=256)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    tcfg = TrainConfig(corpus="general", weights="tatoeba=1,news=1,multi30k=3")
-    tok = Subword(a.spm)
-    src, tgt = a.pair.split("-")
-    cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
-    tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), tcfg.weights, tcfg.max_train_len)
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
-    batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=8)[: a.batches]
+    mix = recipe_mixture(a)
+    cfg, tr_s, tr_t, batches = mix.cfg, mix.src, mix.tgt, mix.batches[: a.batches]
     modes: dict[str, torch.Tensor | None] = {"whole": None}
-    modes |= {f"subset{n}": frequent_targets(tr_t, len(tok), n) for n in a.subset or [1000, 2000]}
+    modes |= {f"subset{n}": frequent_targets(tr_t, cfg.tgt_vocab, n) for n in a.subset or [1000, 2000]}
 
     torch.manual_seed(0)
     model = Seq2Seq(cfg).train()
@@ -68,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             tokens[m] += step(model, opt, batch, frequent=modes[m])
             seconds[m] += time.process_time() - t0
             f = modes[m]
-            classes[m].append(len(tok) if f is None else len(torch.unique(torch.cat([f, targets]))))
+            classes[m].append(cfg.tgt_vocab if f is None else len(torch.unique(torch.cat([f, targets]))))
         print(f"batch {k + 1}/{len(batches)}, {time.time() - t_start:.0f} s", flush=True)
 
     rate = {m: tokens[m] / seconds[m] for m in modes}
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(),
         "isa": isa(),
         "torch": torch.__version__,
-        "vocab": len(tok),
+        "vocab": cfg.tgt_vocab,
         "batches": len(batches),
         "budget": a.budget,
         "modes": {

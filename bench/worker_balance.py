@@ -24,35 +24,23 @@ from pathlib import Path
 import torch
 
 from bench.cost_model import cpu_name
-from service.runtime.subword import Subword
 from training.cross_cpu import isa
-from training.data import default_data_dir
-from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.speed import mixture_ids, step
-from training.translation.train import TrainConfig, make_batch, token_batches, worker_steps
+from training.translation.model import Seq2Seq
+from training.translation.speed import add_mixture_args, recipe_mixture, step
+from training.translation.train import make_batch, worker_steps
 
 WAYS = ("consecutive", "paired")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="en-de")
-    p.add_argument("--spm", type=Path, required=True, help="the joint SentencePiece model of the pair")
-    p.add_argument("--data-dir", type=Path, default=None)
+    add_mixture_args(p)
     p.add_argument("--steps", type=int, default=40, help="steps of each way to time")
-    p.add_argument("--budget", type=int, default=4000)
-    p.add_argument("--max-batch", type=int, default=256)
-    p.add_argument("--seed", type=int, default=8)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    tcfg = TrainConfig(corpus="general", weights="tatoeba=1,news=1,multi30k=3")
-    tok = Subword(a.spm)
-    src, tgt = a.pair.split("-")
-    cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
-    tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), tcfg.weights, tcfg.max_train_len)
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
-    batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=a.seed)
+    mix = recipe_mixture(a)
+    cfg, tr_s, tr_t, lengths, batches = mix.cfg, mix.src, mix.tgt, mix.lengths, mix.batches
     ways = {
         "consecutive": [batches[i : i + 2] for i in range(0, len(batches) - 1, 2)],
         "paired": [s for s in worker_steps(batches, lengths, 2, seed=a.seed) if len(s) == 2],

@@ -54,6 +54,42 @@ def mixture_ids(
     return [x[0] for x in pairs], [x[1] for x in pairs]
 
 
+RECIPE_WEIGHTS = "tatoeba=1,news=1,multi30k=3"  # the Makefile's TRANSLATION_RECIPE
+
+
+@dataclasses.dataclass
+class Mixture:
+    """One epoch of the recipe's mixture as a run batches it, and the recipe's model for its vocabulary."""
+
+    cfg: TranslationConfig
+    src: list[list[int]]
+    tgt: list[list[int]]
+    lengths: list[int]  # per pair, what token_batches budgets: max(source, target + 1)
+    batches: list[list[int]]
+
+
+def add_mixture_args(p: argparse.ArgumentParser) -> None:
+    """The options of the benches that train on real batches of the mixture (recipe_mixture)."""
+    p.add_argument("--pair", default="en-de")
+    p.add_argument("--spm", type=Path, required=True, help="the joint SentencePiece model of the pair")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--budget", type=int, default=4000, help="target tokens per batch (the recipe's)")
+    p.add_argument("--max-batch", type=int, default=256, help="sentences per batch at most (the recipe's)")
+    p.add_argument("--seed", type=int, default=8, help="of the epoch's shuffle")
+
+
+def recipe_mixture(a: argparse.Namespace) -> Mixture:
+    """From add_mixture_args's options: the general-domain mixture at the recipe's weights and
+    length cap, in token_batches at `--budget`, and the recipe's model sizes (dropout 0.2)."""
+    tok = Subword(a.spm)
+    src, tgt = a.pair.split("-")
+    cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
+    tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), RECIPE_WEIGHTS, TrainConfig.max_train_len)
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=a.seed)
+    return Mixture(cfg, tr_s, tr_t, lengths, batches)
+
+
 def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, seconds: float, lr: float) -> dict:
     torch.manual_seed(0)
     model = Seq2Seq(cfg).train()
