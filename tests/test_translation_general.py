@@ -275,12 +275,18 @@ def test_vocab_probe_cuts_words_as_the_recipes_vocabulary_would(data_dir, tmp_pa
     assert "joint 360: woman ▁w o man, snowpark" in capsys.readouterr().out
 
 
-def test_a_second_stage_starts_from_the_first_stages_weights_and_tokenizers(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_epoch(data_dir, tmp_path_factory):
+    """One epoch of GENERAL: a first stage, and the whole-vocabulary run to compare with."""
+    out = tmp_path_factory.mktemp("one-epoch") / "run"
+    return out, train(out, data_dir, TINY, dataclasses.replace(GENERAL, epochs=1))
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights_and_tokenizers(data_dir, one_epoch, tmp_path):
     """--init: the first run's tokenizers copied as they are and its weights loaded (with a zero
     learning rate they come out unchanged; a fresh model would not); a model of another shape is
     refused."""
-    first = tmp_path / "first"
-    train(first, data_dir, TINY, dataclasses.replace(GENERAL, epochs=1))
+    first = one_epoch[0]
     second = tmp_path / "second"
     stage = dataclasses.replace(GENERAL, epochs=1, lr=0.0, init=str(first / "best.pt"), weights="tatoeba=1")
     train(second, data_dir, TINY, stage)
@@ -293,11 +299,13 @@ def test_a_second_stage_starts_from_the_first_stages_weights_and_tokenizers(data
         train(tmp_path / "third", data_dir, wider, stage)
 
 
-def test_a_run_with_the_subset_softmax_trains_on_it_and_validates_on_the_whole_vocabulary(data_dir, tmp_path):
+def test_a_run_with_the_subset_softmax_trains_on_it_and_validates_on_the_whole_vocabulary(
+    data_dir, one_epoch, tmp_path
+):
     """--softmax-subset reaches the training loss (the same seed and batches train to another
     loss than the full softmax's), while validation stays on the whole vocabulary."""
-    one = dataclasses.replace(GENERAL, epochs=1)
-    full = train(tmp_path / "full", data_dir, TINY, one)["history"][0]
-    sub = train(tmp_path / "sub", data_dir, TINY, dataclasses.replace(one, softmax_subset=20))["history"][0]
+    full = one_epoch[1]["history"][0]
+    sub = train(tmp_path / "sub", data_dir, TINY, dataclasses.replace(GENERAL, epochs=1, softmax_subset=20))
+    sub = sub["history"][0]
     assert sub["train_loss"] != pytest.approx(full["train_loss"], rel=1e-3)
     assert np.isfinite(sub["val_loss"]) and sub["val_loss"] > 0 and "val_bleu_tatoeba" in sub
