@@ -23,7 +23,15 @@ from torch import nn
 from service.runtime.subword import PAD_ID, Subword
 from training.data import default_data_dir
 from training.translation.model import Seq2Seq, TranslationConfig
-from training.translation.train import TrainConfig, load_corpus, make_batch, summed_loss, token_batches
+from training.translation.train import (
+    TrainConfig,
+    budget_lengths,
+    encode_pairs,
+    load_corpus,
+    make_batch,
+    summed_loss,
+    token_batches,
+)
 
 
 def step(model: Seq2Seq, opt: torch.optim.Optimizer, batch, bf16: bool = False, frequent=None) -> int:
@@ -46,12 +54,7 @@ def mixture_ids(
     """The general-domain training mixture as a run sees it: source and target ids under the joint
     SentencePiece model `tok`, pairs longer than `max_len` on either side left out."""
     src_tr, tgt_tr, *_ = load_corpus(data_dir, cfg, TrainConfig(corpus="general", weights=weights))
-    pairs = [
-        (s, t)
-        for s, t in zip(tok.encode_batch(src_tr), tok.encode_batch(tgt_tr), strict=True)
-        if 0 < len(s) <= max_len and 0 < len(t) <= max_len
-    ]
-    return [x[0] for x in pairs], [x[1] for x in pairs]
+    return encode_pairs(tok, tok, src_tr, tgt_tr, max_len)
 
 
 RECIPE_WEIGHTS = "tatoeba=1,news=1,multi30k=3"  # the Makefile's TRANSLATION_RECIPE
@@ -64,7 +67,7 @@ class Mixture:
     cfg: TranslationConfig
     src: list[list[int]]
     tgt: list[list[int]]
-    lengths: list[int]  # per pair, what token_batches budgets: max(source, target + 1)
+    lengths: list[int]  # budget_lengths
     batches: list[list[int]]
 
 
@@ -85,7 +88,7 @@ def recipe_mixture(a: argparse.Namespace) -> Mixture:
     src, tgt = a.pair.split("-")
     cfg = TranslationConfig(src_lang=src, tgt_lang=tgt, src_vocab=len(tok), tgt_vocab=len(tok), dropout=0.2)
     tr_s, tr_t = mixture_ids(tok, cfg, a.data_dir or default_data_dir(), RECIPE_WEIGHTS, TrainConfig.max_train_len)
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    lengths = budget_lengths(tr_s, tr_t)
     batches = token_batches(lengths, a.budget, a.max_batch, shuffle=True, seed=a.seed)
     return Mixture(cfg, tr_s, tr_t, lengths, batches)
 
@@ -94,7 +97,7 @@ def measure(cfg: TranslationConfig, tr_s, tr_t, budget: int, max_batch: int, sec
     torch.manual_seed(0)
     model = Seq2Seq(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    lengths = budget_lengths(tr_s, tr_t)
     batches = token_batches(lengths, budget, max_batch, shuffle=True, seed=1)
     tokens_epoch = sum(len(t) + 1 for t in tr_t)
     tok = sents = 0

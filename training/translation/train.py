@@ -122,6 +122,23 @@ def token_batches(
     return batches
 
 
+def encode_pairs(
+    src_tok: Subword, tgt_tok: Subword, src: list[str], tgt: list[str], max_len: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Training pairs as ids, those empty or longer than `max_len` subwords on either side left out."""
+    pairs = [
+        (s, t)
+        for s, t in zip(src_tok.encode_batch(src), tgt_tok.encode_batch(tgt), strict=True)
+        if 0 < len(s) <= max_len and 0 < len(t) <= max_len
+    ]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def budget_lengths(src: list[list[int]], tgt: list[list[int]]) -> list[int]:
+    """Per pair, the length token_batches budgets: the source's or the decoder's (target + EOS)."""
+    return [max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=True)]
+
+
 def worker_steps(batches: list[list[int]], lengths: list[int], world: int, seed: int) -> list[list[list[int]]]:
     """Batches in steps of one batch per worker. With several workers, each step's batches are
     of about the same cost, since every worker waits for the slowest at the gradient sum: the
@@ -408,12 +425,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
     group.barrier()
     src_tok, tgt_tok = build_tokenizers(out, cfg, vocab_src, vocab_tgt, **spm_options)
     cfg = dataclasses.replace(cfg, src_vocab=len(src_tok), tgt_vocab=len(tgt_tok))
-    pairs = [
-        (s, t)
-        for s, t in zip(src_tok.encode_batch(src_tr), tgt_tok.encode_batch(tgt_tr), strict=True)
-        if 0 < len(s) <= tcfg.max_train_len and 0 < len(t) <= tcfg.max_train_len
-    ]
-    tr_s, tr_t = [p[0] for p in pairs], [p[1] for p in pairs]
+    tr_s, tr_t = encode_pairs(src_tok, tgt_tok, src_tr, tgt_tr, tcfg.max_train_len)
     frequent = frequent_targets(tr_t, cfg.tgt_vocab, tcfg.softmax_subset) if tcfg.softmax_subset else None
     if lead:
         print(
@@ -422,7 +434,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             flush=True,
         )
 
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(tr_s, tr_t, strict=True)]
+    lengths = budget_lengths(tr_s, tr_t)
 
     def epoch_steps(epoch: int) -> list[list[list[int]]]:
         """The epoch's batches in steps of one batch per worker."""
