@@ -100,7 +100,7 @@ def sample() -> dict[str, list[str]]:
     data = default_data_dir()
     if not (data / "multi30k").is_dir() or not (data / "sentiment").is_dir():
         pytest.skip(f"needs the validation data in {data} (../shared/data beside the project)")
-    return cross_cpu.validation_sample(SHIPPED, data, n_sentiment=150, n_translations=12)
+    return cross_cpu.validation_sample(SHIPPED, data, n_sentiment=50, n_translations=3)
 
 
 @needs_qemu
