@@ -1,0 +1,131 @@
+"""How well a translator has learned one construct the README's invoice sentence needs: "by" +
+a time ("by Friday", "by tomorrow", "by 2:30") meaning a deadline, which German says with "bis"
+and French with "d'ici", "avant" or "pour". It takes the Tatoeba pairs whose English has the
+construct and whose reference marks the deadline, and counts the translations that mark it too.
+
+Its default reads the *training* pairs, so it measures fit, not generalisation: a model that does
+not reproduce the construct on sentences it was trained on has not learned it (the held-out slice
+has too few such pairs to count; `--split val` reads it anyway). A diagnostic for experiments,
+never a selection figure: no test set is read.
+
+    python -m training.translation.deadline_probe --artifact models/translate-en-de
+    python -m training.translation.deadline_probe --run runs/translate-en-de --checkpoint epoch4.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from training.data import default_data_dir
+from training.translation.data import tatoeba_split
+
+DEADLINE = re.compile(
+    r"\bby (monday|tuesday|wednesday|thursday|friday|saturday|sunday|tomorrow|tonight|noon|midnight"
+    r"|next (week|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+    r"|the end of (the|this|next) (day|week|month|year)|[0-9]{1,2}(:[0-9]{2})?( ?[ap]\.?m\.?| o'clock)?)\b",
+    re.IGNORECASE,
+)
+# how each target language marks a deadline
+MARKS = {
+    "de": re.compile(r"\bbis\b", re.IGNORECASE),
+    "fr": re.compile(r"\b(d'ici|avant|pour|au plus tard)\b", re.IGNORECASE),
+}
+
+
+def probe_pairs(src: list[str], tgt: list[str], tgt_lang: str) -> list[tuple[str, str]]:
+    """The (source, reference) pairs with a deadline "by" whose reference marks it, one per
+    distinct source (its first reference), in corpus order."""
+    mark = MARKS[tgt_lang]
+    out: dict[str, str] = {}
+    for s, t in zip(src, tgt, strict=True):
+        if s not in out and DEADLINE.search(s) and mark.search(t):
+            out[s] = t
+    return list(out.items())
+
+
+def marked(translations: list[str], tgt_lang: str) -> list[bool]:
+    return [bool(MARKS[tgt_lang].search(t)) for t in translations]
+
+
+def run_probe(translate, pairs: list[tuple[str, str]], tgt_lang: str) -> dict:
+    """`translate`: list of sources -> list of translations."""
+    out = translate([s for s, _ in pairs])
+    hits = marked(out, tgt_lang)
+    return {
+        "pairs": len(pairs),
+        "marked": sum(hits),
+        "rate": round(sum(hits) / len(pairs), 4) if pairs else None,
+        "examples": [{"source": s, "reference": r, "translation": o} for (s, r), o in zip(pairs, out, strict=True)],
+    }
+
+
+def artifact_translator(folder: Path, beam: int):
+    from service.runtime.translation import TranslationModel
+
+    tm = TranslationModel(folder, precision="auto")
+    return tm.tgt_lang, tm.src_lang, lambda texts: [t.text for t in tm.translate_texts(texts, beam_size=beam)]
+
+
+def run_translator(run: Path, checkpoint: str, beam: int):
+    import torch
+
+    from service.runtime.copythrough import CopyLexicon
+    from service.runtime.subword import Subword
+    from training.translation.export import DECODING
+    from training.translation.model import Seq2Seq, TranslationConfig
+    from training.translation.translate import TorchStepper, Translator
+
+    cfg = torch.load(run / "best.pt", weights_only=False)["config"]  # epoch<N>.pt holds the weights only
+    model = Seq2Seq(TranslationConfig.from_dict(cfg))
+    model.load_state_dict(torch.load(run / checkpoint, weights_only=False)["model"])
+    lex = run / "copythrough.json"
+    tr = Translator(
+        TorchStepper(model.eval()),
+        Subword(run / "spm.src.model"),
+        Subword(run / "spm.tgt.model"),
+        src_lang=cfg["src_lang"],
+        tgt_lang=cfg["tgt_lang"],
+        decoding=DECODING,  # what the export writes into metadata.json
+        lexicon=CopyLexicon.load(lex) if lex.exists() else None,
+    )
+    return cfg["tgt_lang"], cfg["src_lang"], lambda texts: [tr.detok(h[0]) for h in tr.translate(texts, beam_size=beam)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.translation.deadline_probe", description=__doc__.split("\n\n")[0]
+    )
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--artifact", type=Path, help="an exported translator folder (ONNX Runtime, as served)")
+    what.add_argument("--run", type=Path, help="a training run folder (PyTorch)")
+    ap.add_argument("--checkpoint", default="best.pt", help="with --run: which checkpoint (best.pt, epoch3.pt...)")
+    ap.add_argument("--split", choices=["train", "val"], default="train")
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--examples", type=int, default=8, help="print this many examples")
+    ap.add_argument("--out", type=Path, default=None, help="write the whole result as JSON here")
+    a = ap.parse_args(argv)
+    if a.artifact:
+        tgt_lang, src_lang, translate = artifact_translator(a.artifact, a.beam)
+    else:
+        tgt_lang, src_lang, translate = run_translator(a.run, a.checkpoint, a.beam)
+    src, tgt = tatoeba_split(a.data_dir or default_data_dir(), src_lang, tgt_lang)[a.split]
+    result = {
+        "model": str(a.artifact or a.run / a.checkpoint),
+        "split": f"tatoeba {a.split}",
+        "beam": a.beam,
+        **run_probe(translate, probe_pairs(src, tgt, tgt_lang), tgt_lang),
+    }
+    print(f"{result['model']}: {result['marked']} of {result['pairs']} deadline pairs marked ({result['split']})")
+    for e in result["examples"][: a.examples]:
+        print(f"  {e['source']} -> {e['translation']}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
