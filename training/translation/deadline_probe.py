@@ -69,29 +69,18 @@ def artifact_translator(folder: Path, beam: int):
     return tm.tgt_lang, tm.src_lang, lambda texts: [t.text for t in tm.translate_texts(texts, beam_size=beam)]
 
 
-def run_translator(run: Path, checkpoint: str, beam: int):
+def checkpoint_translator(run: Path, checkpoint: str, beam: int):
     import torch
 
-    from service.runtime.copythrough import CopyLexicon
-    from service.runtime.subword import Subword
     from training.translation.export import DECODING
-    from training.translation.model import Seq2Seq, TranslationConfig
-    from training.translation.translate import TorchStepper, Translator
+    from training.translation.model import load_checkpoint
+    from training.translation.translate import run_translator
 
-    cfg = torch.load(run / "best.pt", weights_only=False)["config"]  # epoch<N>.pt holds the weights only
-    model = Seq2Seq(TranslationConfig.from_dict(cfg))
-    model.load_state_dict(torch.load(run / checkpoint, weights_only=False)["model"])
-    lex = run / "copythrough.json"
-    tr = Translator(
-        TorchStepper(model.eval()),
-        Subword(run / "spm.src.model"),
-        Subword(run / "spm.tgt.model"),
-        src_lang=cfg["src_lang"],
-        tgt_lang=cfg["tgt_lang"],
-        decoding=DECODING,  # what the export writes into metadata.json
-        lexicon=CopyLexicon.load(lex) if lex.exists() else None,
-    )
-    return cfg["tgt_lang"], cfg["src_lang"], lambda texts: [tr.detok(h[0]) for h in tr.translate(texts, beam_size=beam)]
+    model, _ = load_checkpoint(run)  # best.pt: the config, and the weights unless another is named
+    if checkpoint != "best.pt":  # epoch<N>.pt holds the weights only
+        model.load_state_dict(torch.load(run / checkpoint, weights_only=False)["model"])
+    tr = run_translator(model.eval(), run, DECODING)  # DECODING: what the export writes into metadata.json
+    return tr.tgt_lang, tr.src_lang, lambda texts: [tr.detok(h[0]) for h in tr.translate(texts, beam_size=beam)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.artifact:
         tgt_lang, src_lang, translate = artifact_translator(a.artifact, a.beam)
     else:
-        tgt_lang, src_lang, translate = run_translator(a.run, a.checkpoint, a.beam)
+        tgt_lang, src_lang, translate = checkpoint_translator(a.run, a.checkpoint, a.beam)
     src, tgt = tatoeba_split(a.data_dir or default_data_dir(), src_lang, tgt_lang)[a.split]
     result = {
         "model": str(a.artifact or a.run / a.checkpoint),

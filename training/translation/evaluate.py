@@ -24,7 +24,6 @@ import sacrebleu
 from tqdm import tqdm
 
 from service.runtime.artifacts import ArtifactError, golden_tolerance
-from service.runtime.subword import Subword
 from service.runtime.translation import DECODER, DECODER_INT8, TranslationModel
 from training.card import translation_readme, translation_selection, write_artifact
 from training.cross_cpu import record_cross_cpu
@@ -32,7 +31,7 @@ from training.data import default_data_dir
 from training.plots import plt
 from training.translation.data import evaluation_sets, evenly
 from training.translation.model import load_checkpoint
-from training.translation.translate import TorchStepper, Translator, onnx_translator
+from training.translation.translate import Translator, onnx_translator, run_translator
 
 # Out-of-domain probes for the score guide: everyday and business English, nothing like a caption.
 OUT_OF_DOMAIN = [
@@ -164,13 +163,10 @@ def evaluate_artifact(
     if baseline_run is not None:
         base, _ = load_checkpoint(baseline_run)
         # The baseline's own SentencePiece models: same recipe, but trained in its own run.
-        baseline = Translator(
-            TorchStepper(base),
-            Subword(baseline_run / "spm.src.model"),
-            Subword(baseline_run / "spm.tgt.model"),
-            src_lang=tm.src_lang,
-            tgt_lang=tm.tgt_lang,
-            decoding={"length_penalty": tm.alpha, "max_len_ratio": tm.max_ratio, "max_len_extra": tm.max_extra},
+        baseline = run_translator(
+            base,
+            baseline_run,
+            {"length_penalty": tm.alpha, "max_len_ratio": tm.max_ratio, "max_len_extra": tm.max_extra},
         )
 
         def tr(texts):

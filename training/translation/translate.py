@@ -124,3 +124,19 @@ def onnx_translator(folder: Path, decoder_file: str, config: dict, decoding: dic
         decoder_file=decoder_file,
         lexicon=CopyLexicon.load(folder / COPY_LEXICON) if (folder / COPY_LEXICON).exists() else None,
     )
+
+
+def run_translator(model: Seq2Seq, run: Path, decoding: dict) -> Translator:
+    """A Translator over a PyTorch model of a training run folder: the run's own SentencePiece
+    models, and its copy-through lexicon where it trained with one."""
+    cfg = model.cfg
+    lex = run / COPY_LEXICON
+    return Translator(
+        TorchStepper(model),
+        Subword(run / "spm.src.model"),
+        Subword(run / "spm.tgt.model"),
+        src_lang=cfg.src_lang,
+        tgt_lang=cfg.tgt_lang,
+        decoding=decoding,
+        lexicon=CopyLexicon.load(lex) if lex.exists() else None,
+    )
