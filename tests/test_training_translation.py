@@ -236,6 +236,33 @@ def test_the_subset_softmax_is_the_full_one_over_the_whole_vocabulary_and_trains
     assert all((grad[i] != 0) == (i in classes) for i in range(TINY.tgt_vocab))
 
 
+def test_focal_loss_weighs_each_target_by_how_badly_it_is_predicted():
+    """focal_sum: gamma 0 is the summed (label-smoothed) cross-entropy; gamma 2 weights each
+    target's cross-entropy by (1 - p)^2, so a target predicted at 0.9 weighs 0.01 and one at 0.1
+    weighs 0.81; summed_loss passes gamma to both of its branches, the whole vocabulary and the
+    subset one, and they agree over every class as without it."""
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.45, 0.45]]))
+    targets = torch.tensor([0, 0])
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    torch.testing.assert_close(tr_train.focal_sum(logits, targets, 0.0, 0.0), ce.sum())
+    torch.testing.assert_close(tr_train.focal_sum(logits, targets, 0.0, 2.0), 0.01 * ce[0] + 0.81 * ce[1])
+    smooth = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1, reduction="none")
+    torch.testing.assert_close(tr_train.focal_sum(logits, targets, 0.1, 2.0), 0.01 * smooth[0] + 0.81 * smooth[1])
+
+    torch.manual_seed(0)
+    model = Seq2Seq(TINY).eval()
+    batch = tr_train.make_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [0, 1])
+    with torch.no_grad():
+        model.decoder.out.bias[PAD_ID] = -1e4
+    plain = tr_train.summed_loss(model, batch)
+    focal = tr_train.summed_loss(model, batch, focal_gamma=2.0)
+    assert 0 < focal < plain  # every weight is below 1
+    every = torch.arange(1, TINY.tgt_vocab)
+    torch.testing.assert_close(
+        tr_train.summed_loss(model, batch, frequent=every, focal_gamma=2.0), focal, rtol=1e-5, atol=1e-5
+    )
+
+
 # --- the exported artifact ---------------------------------------------------------------------
 
 

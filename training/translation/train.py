@@ -80,6 +80,8 @@ class TrainConfig:
     # >0: training's softmax over each batch's target subwords and this many most frequent ones
     # (summed_loss); 0: over the whole vocabulary
     softmax_subset: int = 0
+    # >0: focal loss, each target subword's cross-entropy weighted by (1 - p)^focal_gamma (summed_loss)
+    focal_gamma: float = 0.0
 
 
 def parse_weights(spec: str) -> dict[str, float]:
@@ -217,7 +219,12 @@ def make_batch(src: list[list[int]], tgt: list[list[int]], idx: list[int]):
 
 
 def summed_loss(
-    model: Seq2Seq, batch, bf16: bool = False, label_smoothing: float = 0.0, frequent: torch.Tensor | None = None
+    model: Seq2Seq,
+    batch,
+    bf16: bool = False,
+    label_smoothing: float = 0.0,
+    frequent: torch.Tensor | None = None,
+    focal_gamma: float = 0.0,
 ) -> torch.Tensor:
     """The forward pass (under bfloat16 autocast if asked) and the cross-entropy summed over the
     non-pad targets of `batch`, make_batch's (src, src_lengths, tgt_in, tgt_out): the loss of
@@ -228,11 +235,18 @@ def summed_loss(
     where the importance weights cancel), and only at the non-pad positions. The output layer and
     its softmax are the dearest part of a training step (about 40% of it with the 10k vocabulary,
     fp32), and a 4,000-subword batch holds about 1,000 distinct targets. Validation and the
-    exported model keep the whole vocabulary."""
+    exported model keep the whole vocabulary.
+
+    With `focal_gamma` > 0, each target's cross-entropy is weighted by (1 - p)^gamma, p the
+    model's probability of that target (Lin et al., 2017's focal loss, per subword): subwords the
+    model already predicts well weigh less, the ones it gets wrong (a rare sense of a word) more."""
     src, src_len, tgt_in, tgt_out = batch
     if frequent is None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(src, src_len, tgt_in)
+        if focal_gamma:
+            real = tgt_out != PAD_ID
+            return focal_sum(logits[real], tgt_out[real], label_smoothing, focal_gamma)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
             tgt_out.reshape(-1),
@@ -247,9 +261,20 @@ def summed_loss(
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         r = model.readouts(src, src_len, tgt_in)[real]  # [N, E]
         logits = F.linear(r, out.weight[classes], out.bias[classes])
+    if focal_gamma:
+        return focal_sum(logits, torch.searchsorted(classes, targets), label_smoothing, focal_gamma)
     return F.cross_entropy(
         logits, torch.searchsorted(classes, targets), label_smoothing=label_smoothing, reduction="sum"
     )
+
+
+def focal_sum(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float, gamma: float) -> torch.Tensor:
+    """sum over targets of (1 - p)^gamma x cross-entropy (label-smoothed as asked); logits [N, V],
+    targets [N], p = softmax(logits)[target]. The weight is part of the graph, as in Lin et al."""
+    logits = logits.float()
+    ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
+    p = torch.exp(logits.log_softmax(-1).gather(1, targets[:, None])[:, 0])
+    return ((1 - p).pow(gamma) * ce).sum()
 
 
 def frequent_targets(tgt: list[list[int]], vocab: int, n: int) -> torch.Tensor:
@@ -525,7 +550,12 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
             if idx is not None:
                 # the sum over this worker's tokens, divided by the step's tokens over all workers:
                 # summed over the workers, the mean loss of the union of their batches
-                loss = summed_loss(model, (s, sl, ti, to), tcfg.amp == "bf16", tcfg.label_smoothing, frequent) / n_all
+                loss = (
+                    summed_loss(
+                        model, (s, sl, ti, to), tcfg.amp == "bf16", tcfg.label_smoothing, frequent, tcfg.focal_gamma
+                    )
+                    / n_all
+                )
                 loss.backward()
                 loss_value = loss.item()
             group.sum_grads(model.parameters())
