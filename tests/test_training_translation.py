@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import training.translation.export as tr_export
+import training.translation.from_artifact as from_artifact
 import training.translation.train as tr_train
 from service.runtime.artifacts import ArtifactError, load_metadata, sha256_file
 from service.runtime.subword import EOS_ID, PAD_ID, Subword
@@ -264,6 +265,39 @@ def test_focal_loss_weighs_each_target_by_how_badly_it_is_predicted():
 
 
 # --- the exported artifact ---------------------------------------------------------------------
+
+
+def test_a_shipped_artifact_reads_back_into_the_exact_weights_it_was_exported_from(
+    artifact, translation_run, data_dir, tmp_path, monkeypatch
+):
+    """from_artifact: the tiny export's ONNX files give back every weight of the run's best.pt
+    exactly, with the tokenizers beside them, and a later stage trains from them (--init); read
+    with the LSTM gates in ONNX order (a wrong mapping) the weights fail the parity check and
+    nothing is written."""
+    run = tmp_path / "from-artifact"
+    parity = from_artifact.run_from_artifact(artifact, run)
+    assert parity["step_max_abs_diff"] <= tr_export.STEP_ATOL and parity["steps_compared"] > 0
+    back = torch.load(run / "best.pt", weights_only=False)
+    original = torch.load(translation_run / "best.pt", weights_only=False)
+    assert back["config"] == original["config"]
+    assert set(back["model"]) == set(original["model"])
+    for k, v in original["model"].items():
+        torch.testing.assert_close(back["model"][k], v, rtol=0, atol=0, msg=k)
+    assert (run / SPM_SRC).read_bytes() == (artifact / SPM_SRC).read_bytes()
+
+    stage = tmp_path / "stage"
+    train(
+        stage,
+        data_dir,
+        TranslationConfig.from_dict(back["config"]),
+        TrainConfig(epochs=1, batch_size=32, init=str(run / "best.pt")),
+    )
+    assert json.loads((stage / "history.json").read_text())[0]["epoch"] == 1
+
+    monkeypatch.setattr(from_artifact, "_lstm_gates", lambda w, hidden: w)
+    with pytest.raises(ParityError):
+        from_artifact.run_from_artifact(artifact, tmp_path / "wrong")
+    assert not (tmp_path / "wrong" / "best.pt").exists()
 
 
 def test_onnx_encoder_has_native_lstm_nodes_and_no_loops(artifact):
