@@ -46,6 +46,21 @@ def probe_pairs(src: list[str], tgt: list[str], tgt_lang: str) -> list[tuple[str
     return list(out.items())
 
 
+HELD_EVERY = 3  # every third deadline pair, in corpus order, is held out of a stage that upsamples the rest
+
+
+def deadline_split(
+    src: list[str], tgt: list[str], tgt_lang: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The probe pairs of a corpus split in two: those a training stage may upsample
+    (`--weights ...,deadline=K`), and every HELD_EVERY-th one, which such a stage leaves out of
+    its training text altogether (every pair with that source), so the probe can tell learning
+    the construct from repeating the upsampled pairs."""
+    pairs = probe_pairs(src, tgt, tgt_lang)
+    held = [p for i, p in enumerate(pairs) if i % HELD_EVERY == HELD_EVERY - 1]
+    return [p for i, p in enumerate(pairs) if i % HELD_EVERY != HELD_EVERY - 1], held
+
+
 def marked(translations: list[str], tgt_lang: str) -> list[bool]:
     return [bool(MARKS[tgt_lang].search(t)) for t in translations]
 
@@ -109,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         **run_probe(translate, probe_pairs(src, tgt, tgt_lang), tgt_lang),
     }
     print(f"{result['model']}: {result['marked']} of {result['pairs']} deadline pairs marked ({result['split']})")
+    if a.split == "train":  # the held-out third of a deadline-upsampling stage, counted on its own
+        held = {s for s, _ in deadline_split(src, tgt, tgt_lang)[1]}
+        hits = [e for e in result["examples"] if e["source"] in held]
+        result["held_out"] = {"pairs": len(hits), "marked": sum(marked([e["translation"] for e in hits], tgt_lang))}
+        print(f"  of which held out of --weights deadline=K stages: {result['held_out']['marked']} of {len(hits)}")
     for e in result["examples"][: a.examples]:
         print(f"  {e['source']} -> {e['translation']}")
     if a.out:

@@ -41,7 +41,8 @@ from training.data import default_data_dir
 from training.parallel import Group, spawn
 from training.plots import plot_curves
 from training.sentiment.data import bucketed_batches
-from training.translation.data import evenly, load_general, load_pair
+from training.translation.data import Corpus, evenly, load_general, load_pair
+from training.translation.deadline_probe import deadline_split
 from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.translate import TorchStepper, translate_ids
 
@@ -156,6 +157,18 @@ def worker_steps(batches: list[list[int]], lengths: list[int], world: int, seed:
     return steps
 
 
+def with_deadline_source(corpus: Corpus, tgt_lang: str) -> None:
+    """A "deadline" training source for `--weights ...,deadline=K`: the Tatoeba training pairs
+    with a deadline "by" whose reference marks it (training.translation.deadline_probe), to be
+    repeated K times; every pair of the probe's held-out third leaves the Tatoeba source too."""
+    s, t = corpus.train["tatoeba"]
+    kept, held = deadline_split(s, t, tgt_lang)
+    drop = {x for x, _ in held}
+    keep = [i for i, x in enumerate(s) if x not in drop]
+    corpus.train["tatoeba"] = ([s[i] for i in keep], [t[i] for i in keep])
+    corpus.train["deadline"] = ([x for x, _ in kept], [y for _, y in kept])
+
+
 def load_corpus(
     data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig
 ) -> tuple[list[str], list[str], list[str], list[str], dict[str, tuple[list[str], list[str]]]]:
@@ -170,7 +183,10 @@ def load_corpus(
         vocab_src, vocab_tgt = src_tr, tgt_tr
     elif tcfg.corpus == "general":
         corpus = load_general(data_dir, src, tgt)
-        src_tr, tgt_tr, _ = corpus.mixture(parse_weights(tcfg.weights), seed=tcfg.seed)
+        weights = parse_weights(tcfg.weights)
+        if weights.get("deadline"):
+            with_deadline_source(corpus, tgt)
+        src_tr, tgt_tr, _ = corpus.mixture(weights, seed=tcfg.seed)
         vocab_src = [x for s, _ in corpus.train.values() for x in s]
         vocab_tgt = [x for _, t in corpus.train.values() for x in t]
         valid = dict(corpus.valid)
