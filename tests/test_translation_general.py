@@ -309,3 +309,23 @@ def test_a_run_with_the_subset_softmax_trains_on_it_and_validates_on_the_whole_v
     sub = sub["history"][0]
     assert sub["train_loss"] != pytest.approx(full["train_loss"], rel=1e-3)
     assert np.isfinite(sub["val_loss"]) and sub["val_loss"] > 0 and "val_bleu_tatoeba" in sub
+
+
+def test_a_staged_runs_card_names_every_stage_and_the_artifact_keeps_them(tmp_path):
+    from training.translation.export import general_data, training_stages
+
+    first = {"weights": "tatoeba=1,news=1,multi30k=3", "epochs": 6}
+    torch.save({"train_config": first}, tmp_path / "first.pt")
+    second = {"weights": "tatoeba=1,news=1,multi30k=1,deadline=20", "epochs": 1, "init": str(tmp_path / "first.pt")}
+    assert training_stages(first) == ["mixture weights tatoeba=1,news=1,multi30k=3 for 6 epochs"]
+    last = "mixture weights tatoeba=1,news=1,multi30k=1,deadline=20 for 1 epoch"
+    ck = {"train_config": dict(second)}
+    train = general_data(ck)["train"]
+    assert f"multi30k=3 for 6 epochs, then {last}; deadline: the Tatoeba training pairs" in train
+    # the artifact's train_config keeps the earlier stages, so a stage started from it names
+    # them without the first run's files
+    (tmp_path / "first.pt").unlink()
+    assert ck["train_config"]["earlier_stages"] == training_stages(first)
+    assert training_stages(ck["train_config"]) == [*training_stages(first), last]
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        training_stages(second)

@@ -189,13 +189,35 @@ def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]],
 PARITY_PER_SET = 500  # general recipe: parity sentences from each validation set
 
 
+def training_stages(tc: dict) -> list[str]:
+    """Each training stage's mixture and epochs, first to last, following `--init` back through
+    the runs it started from: a stage's card must name the stages before it."""
+    earlier: list[str] = list(tc.get("earlier_stages", []))  # an export records them (see general_data)
+    if tc.get("init") and not earlier:
+        init = Path(tc["init"])
+        if not init.exists():
+            raise FileNotFoundError(f"this run started from {init} (--init), which is gone: its data cannot be named")
+        earlier = training_stages(torch.load(init, weights_only=False, map_location="cpu")["train_config"])
+    return [*earlier, f"mixture weights {tc['weights']} for {tc['epochs']} epoch{'s' if tc['epochs'] != 1 else ''}"]
+
+
+DEADLINE_SOURCE = (
+    "deadline: the Tatoeba training pairs with a deadline 'by' whose reference marks it"
+    " (training.translation.deadline_probe), less a held-out third"
+)
+
+
 def general_data(ck: dict) -> dict:
     """metadata.json's "data" for the general-domain recipe: sources, terms, mixture, splits."""
     tc = ck["train_config"]
+    stages = training_stages(tc)
+    if len(stages) > 1:  # into metadata.json's train_config too, so the artifact names them without the runs
+        tc["earlier_stages"] = stages[:-1]
+    mixture = ", then ".join(stages) + ("; " + DEADLINE_SOURCE if "deadline=" in tc["weights"] else "")
     return {
         **GENERAL_DATA,
         "corpus": "general",
-        "train": f"Tatoeba (minus its validation slice) + WMT news + Multi30k train, mixture weights {tc['weights']}",
+        "train": f"Tatoeba (minus its validation slice) + WMT news + Multi30k train, {mixture}",
         "vocabulary_trained_on": "the union of the training text, each sentence once (no validation or test text)",
     }
 
