@@ -57,8 +57,13 @@ def deadline_split(
     its training text altogether (every pair with that source), so the probe can tell learning
     the construct from repeating the upsampled pairs."""
     pairs = probe_pairs(src, tgt, tgt_lang)
-    held = [p for i, p in enumerate(pairs) if i % HELD_EVERY == HELD_EVERY - 1]
+    held = held_out(pairs)
     return [p for i, p in enumerate(pairs) if i % HELD_EVERY != HELD_EVERY - 1], held
+
+
+def held_out(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every HELD_EVERY-th of the probe pairs, in corpus order."""
+    return pairs[HELD_EVERY - 1 :: HELD_EVERY]
 
 
 def marked(translations: list[str], tgt_lang: str) -> list[bool]:
@@ -117,15 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tgt_lang, src_lang, translate = checkpoint_translator(a.run, a.checkpoint, a.beam)
     src, tgt = tatoeba_split(a.data_dir or default_data_dir(), src_lang, tgt_lang)[a.split]
+    pairs = probe_pairs(src, tgt, tgt_lang)
     result = {
         "model": str(a.artifact or a.run / a.checkpoint),
         "split": f"tatoeba {a.split}",
         "beam": a.beam,
-        **run_probe(translate, probe_pairs(src, tgt, tgt_lang), tgt_lang),
+        **run_probe(translate, pairs, tgt_lang),
     }
     print(f"{result['model']}: {result['marked']} of {result['pairs']} deadline pairs marked ({result['split']})")
     if a.split == "train":  # the held-out third of a deadline-upsampling stage, counted on its own
-        held = {s for s, _ in deadline_split(src, tgt, tgt_lang)[1]}
+        held = {s for s, _ in held_out(pairs)}  # the pairs already read, not a second pass
         hits = [e for e in result["examples"] if e["source"] in held]
         result["held_out"] = {"pairs": len(hits), "marked": sum(marked([e["translation"] for e in hits], tgt_lang))}
         print(f"  of which held out of --weights deadline=K stages: {result['held_out']['marked']} of {len(hits)}")
