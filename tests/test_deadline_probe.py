@@ -87,8 +87,11 @@ def test_only_a_deadline_weight_adds_the_source_and_holds_a_third_out(tmp_path):
             f.writelines(x + "\n" for x in [r[col] for r in extra] + lines)
     cfg = TranslationConfig(src_lang="en", tgt_lang="de")
 
+    vocab_text = {}
+
     def counts(weights: str) -> dict[str, int]:
-        src = load_corpus(tmp_path, cfg, TrainConfig(corpus="general", weights=weights))[0]
+        src, _, vocab_src, vocab_tgt, _ = load_corpus(tmp_path, cfg, TrainConfig(corpus="general", weights=weights))
+        vocab_text[weights] = (vocab_src, vocab_tgt)
         return {s: src.count(s) for s, _ in extra}
 
     plain = counts("tatoeba=1,news=1,multi30k=1")
@@ -97,6 +100,11 @@ def test_only_a_deadline_weight_adds_the_source_and_holds_a_third_out(tmp_path):
     up = counts("tatoeba=1,news=1,multi30k=1,deadline=4")
     held = {trained[i] for i in range(HELD_EVERY - 1, len(trained), HELD_EVERY)}
     assert {s: up[s] for s in trained} == {s: 0 if s in held else 5 for s in trained}
+    # the vocabulary learns from distinct text: the repeated pairs once, the held-out third not at all
+    (plain_src, plain_tgt), (up_src, up_tgt) = vocab_text.values()
+    assert up_src == [s for s in plain_src if s not in held]
+    assert len(up_tgt) == len(up_src) == len(plain_tgt) - sum(s in held for s in plain_src)
+    assert {s: up_src.count(s) for s in trained} == {s: 0 if s in held else 1 for s in trained}
 
 
 def test_the_command_line_probes_an_exported_translator(models_dir, tmp_path):

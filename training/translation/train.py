@@ -187,8 +187,10 @@ def load_corpus(
         if weights.get("deadline"):
             with_deadline_source(corpus, tgt)
         src_tr, tgt_tr, _ = corpus.mixture(weights, seed=tcfg.seed)
-        vocab_src = [x for s, _ in corpus.train.values() for x in s]
-        vocab_tgt = [x for _, t in corpus.train.values() for x in t]
+        # the distinct text: the deadline source repeats pairs Tatoeba already holds
+        text = [pair for name, pair in corpus.train.items() if name != "deadline"]
+        vocab_src = [x for s, _ in text for x in s]
+        vocab_tgt = [x for _, t in text for x in t]
         valid = dict(corpus.valid)
         if tcfg.limit:
             pick = sorted(random.Random(tcfg.seed).sample(range(len(src_tr)), min(tcfg.limit, len(src_tr))))
