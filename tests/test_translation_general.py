@@ -182,7 +182,10 @@ def test_export_of_a_general_model_measures_every_validation_set_and_names_its_d
     q = m["int8"]
     assert q["validation_bleu_drop"] == pytest.approx(m["validation"]["bleu"] - q["validation"]["bleu"], abs=0.01)
     assert meta["selection"]["rule"].startswith("every choice reads the validation sets")
+    mixture = "source weights tatoeba=1,news=0.5,multi30k=2 per epoch, set beforehand and not tuned"
+    assert meta["selection"]["mixture"] == {"split": None, "criterion": mixture}
     card = (art / "README.md").read_text()
+    assert f"- mixture, on no split: {mixture}." in card
     assert "CC-BY 2.0" in card and "validation: newstest2013" in card
     # three samples of each validation set, as translated at export
     assert [card.count(f"| {k} | ") for k in m["validation_sets"]] == [3, 3, 3]
@@ -329,3 +332,27 @@ def test_a_staged_runs_card_names_every_stage_and_the_artifact_keeps_them(tmp_pa
     assert training_stages(ck["train_config"]) == [*training_stages(first), last]
     with pytest.raises(FileNotFoundError, match="is gone"):
         training_stages(second)
+
+
+def test_the_card_records_a_mixture_chosen_on_validation(general_models, monkeypatch):
+    """`python -m training.export translation --mixture-choice TEXT` hands the text to the export,
+    and the selection record then names validation as the split the mixture was chosen on."""
+    import training.export
+    from training.card import translation_selection
+
+    meta = json.loads((general_models / "translate-en-de" / "metadata.json").read_text())
+    meta["data"]["mixture_choice"] = "deadline=50 chosen over 20 on validation"
+    assert translation_selection(meta)["mixture"] == {
+        "split": "validation",
+        "criterion": "source weights tatoeba=1,news=0.5,multi30k=2 per epoch, deadline=50 chosen over 20 on validation",
+    }
+    seen = {}
+
+    def fake_export(run, out, data_dir, **kw):
+        seen.update(kw)
+        return {k: None for k in ("name", "version", "metrics", "parity")}
+
+    monkeypatch.setattr(training.export, "export_translation", fake_export)
+    monkeypatch.setattr(training.export, "install", lambda tmp, out: None)
+    training.export.main(["translation", "--run", "r", "--out", str(general_models / "x"), "--mixture-choice", "why"])
+    assert seen["mixture_choice"] == "why"

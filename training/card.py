@@ -148,9 +148,11 @@ def translation_selection(meta: dict) -> dict:
             "8k and 9k do not; docs/history.md); joint over separate was chosen on validation for the caption models",
             "chosen": "joint" if meta["config"]["joint_vocab"] else "separate",
         }
+        choice = meta["data"].get("mixture_choice")
         sel["mixture"] = {
-            "split": None,
-            "criterion": f"source weights {tc.get('weights')} per epoch, set beforehand and not tuned",
+            "split": "validation" if choice else None,
+            "criterion": f"source weights {tc.get('weights')} per epoch, "
+            + (choice if choice else "set beforehand and not tuned"),
         }
         if "int8_decoder" in sel:
             sel["int8_decoder"]["criterion"] += " (the mean over the validation sets)"

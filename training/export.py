@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="translation: export the mean weights of the run's last N epochs instead of best.pt",
     )
+    p.add_argument(
+        "--mixture-choice",
+        default=None,
+        help="translation: how the training mixture's weights were chosen on validation, for the card's "
+        "selection record (default: set beforehand and not tuned)",
+    )
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
     with tempfile.TemporaryDirectory(dir=a.out.parent if a.out.parent.exists() else None) as td:
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                 baseline_run=a.baseline_run,
                 quantize=a.quantize,
                 average=a.average,
+                mixture_choice=a.mixture_choice,
             )
         install(tmp, a.out)
     print(json.dumps({k: meta[k] for k in ("name", "version", "metrics", "parity")}, indent=2))

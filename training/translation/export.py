@@ -232,10 +232,13 @@ def export_translation(
     limit_eval: int = 0,
     quantize: bool = False,
     average: int = 0,
+    mixture_choice: str | None = None,
 ) -> dict:
     """`quantize`: also derive the int8 decoder step (training.translation.optimize.int8_decoder),
     shipped only within its validation BLEU gate. `average` > 1: export the mean weights of the
-    run's last `average` epochs instead of best.pt (compare the two exports on validation)."""
+    run's last `average` epochs instead of best.pt (compare the two exports on validation).
+    `mixture_choice`: how the mixture's weights were chosen on validation, for the card; without
+    it the card says they were set beforehand."""
     model, ck = load_checkpoint(run, average)
     cfg = model.cfg
     export_onnx(model, out)
@@ -291,7 +294,7 @@ def export_translation(
                 else {}
             ),
         },
-        "data": general_data(ck)
+        "data": {**general_data(ck), **({"mixture_choice": mixture_choice} if mixture_choice else {})}
         if corpus == "general"
         else {
             "dataset": "Multi30k task 1",
