@@ -135,3 +135,17 @@ def test_the_recorded_full_sample_run_holds_the_bound():
                 assert row["differ"] <= CHANGED_TRANSLATIONS_BOUND * row["n"], (name, cpu)
                 assert abs(row["bleu_native"] - row["bleu_emulated"]) <= BLEU_BOUND, (name, cpu)
                 assert cpu != "Haswell" or row["differ"] == 0, name
+
+
+def test_an_export_without_qemu_warns_that_its_tolerance_is_this_cpus_alone(tmp_path, monkeypatch, capsys):
+    """No emulator, no other CPU measured: the record says so, the export warns where it runs, and
+    tests/service/test_verify.py refuses such a record in models/."""
+    monkeypatch.setattr(cross_cpu, "qemu", lambda: None)
+    monkeypatch.setattr(cross_cpu, "outputs", lambda folder, precision: {"translations": ["a"], "scores": [-1.0]})
+    (tmp_path / "translate-en-de").mkdir()
+    meta = cross_cpu.record_cross_cpu(tmp_path / "translate-en-de", {"golden": {}})
+    rec = meta["golden"]["int8_cross_cpu"]
+    assert rec["emulated"] == {} and rec["note"].startswith("qemu-x86_64 not installed")
+    assert meta["golden"]["int8_atol"] == tolerance(0.0)
+    err = capsys.readouterr().err
+    assert "WARNING: translate-en-de: qemu-x86_64 not installed" in err and "apt-get install qemu-user" in err
