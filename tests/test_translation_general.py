@@ -334,6 +334,51 @@ def test_a_staged_runs_card_names_every_stage_and_the_artifact_keeps_them(tmp_pa
         training_stages(second)
 
 
+@pytest.mark.parametrize("pair", ["en-de", "en-fr"])
+def test_make_train_translation_runs_the_stages_the_shipped_model_was_trained_by(pair):
+    """`make train-translation PAIR=...` reproduces what ships: its last stage has the shipped
+    model's mixture, schedule and sizes, and the stage before it the mixture the card names."""
+    import shlex
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    meta = json.loads((root / "models" / f"translate-{pair}" / "metadata.json").read_text())
+    tc, cfg = meta["train_config"], meta["config"]
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", "train-translation", f"PAIR={pair}"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = [shlex.split(line) for line in out.replace("\\\n", " ").splitlines()]
+    commands = [words for words in lines if "training.translation.train" in words]
+    (export,) = [words for words in lines if "training.export" in words]
+    assert len(commands) == 2, out
+
+    def flags(words: list[str]) -> dict[str, str]:
+        return {
+            w: words[i + 1]
+            for i, w in enumerate(words[:-1])
+            if w.startswith("--") and not words[i + 1].startswith("--")
+        }
+
+    first, last = map(flags, commands)
+    assert Path(last["--init"]).parent.name == Path(first["--out"]).name == f"translate-{pair}"
+    assert (last["--weights"], int(last["--epochs"])) == (tc["weights"], tc["epochs"])
+    for flag, key in [("--lr", "lr"), ("--warmup-steps", "warmup_steps"), ("--min-lr-frac", "min_lr_frac"),
+                      ("--token-budget", "token_budget"), ("--batch-size", "batch_size"),
+                      ("--max-train-len", "max_train_len")]:  # fmt: skip
+        assert float(last[flag]) == float(tc[key]), flag
+    assert last["--schedule"] == tc["schedule"] and float(last["--dropout"]) == cfg["dropout"]
+    assert int(first["--src-vocab"]) == cfg["src_vocab"] and int(first["--tgt-vocab"]) == cfg["tgt_vocab"]
+    assert tc["earlier_stages"] == [f"mixture weights {first['--weights']} for {first['--epochs']} epochs"]
+    # the export reads the last stage and records how its mixture was chosen, as the shipped card does
+    assert flags(export)["--run"] == last["--out"]
+    assert flags(export).get("--mixture-choice") == meta["data"].get("mixture_choice")
+
+
 def test_the_card_records_a_mixture_chosen_on_validation(general_models, monkeypatch):
     """`python -m training.export translation --mixture-choice TEXT` hands the text to the export,
     and the selection record then names validation as the split the mixture was chosen on."""
