@@ -18,8 +18,9 @@ Shown output is a pattern of the real one:
   the rounding of a number shown with one decimal or none, give or take that 0.01 (-3.8: from
   -3.86 to -3.74; int8 kernels differ by CPU in the second decimal); integers
   shown as integers match exactly; strings, booleans and null exactly;
-- text lines must each be in the real output; a Prometheus sample line matches on its name and
-  labels (its value counts the traffic so far); other lines compare their numbers as above.
+- text lines must each be in the real output; in `/metrics` output a Prometheus sample line
+  matches on its name and labels (its value counts the traffic so far); other lines, and every
+  line a python example prints, compare their numbers as above.
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ def match(shown: Any, actual: Any, where: str = "$") -> list[str]:
     raise TypeError(f"{where}: cannot compare a shown {type(shown).__name__}")
 
 
-def line_matches(shown: str, actual: str) -> bool:
-    if m := PROM_SAMPLE.match(shown):
+def line_matches(shown: str, actual: str, prometheus: bool = False) -> bool:
+    """`prometheus`: the lines are /metrics samples, matched on name and labels alone."""
+    if prometheus and (m := PROM_SAMPLE.match(shown)):
         a = PROM_SAMPLE.match(actual)
         return bool(a) and a[1] == m[1]
     s_parts, a_parts = NUMBER.split(shown), NUMBER.split(actual)
@@ -223,12 +225,12 @@ def line_matches(shown: str, actual: str) -> bool:
     return all(close(float(s), float(a)) for s, a in zip(NUMBER.findall(shown), NUMBER.findall(actual), strict=True))
 
 
-def match_text(shown: str, actual: str) -> list[str]:
+def match_text(shown: str, actual: str, prometheus: bool = False) -> list[str]:
     lines = actual.splitlines()
     return [
         f"line not in the output: {s!r}"
         for s in shown.splitlines()
-        if s.strip() and not any(line_matches(s, a) for a in lines)
+        if s.strip() and not any(line_matches(s, a, prometheus) for a in lines)
     ]
 
 

@@ -70,6 +70,20 @@ def test_readme_reads_in_five_minutes():
     assert len(page_text("README.md").splitlines()) <= 200
 
 
+def test_printed_lines_compare_their_numbers_and_only_metrics_lines_their_names():
+    """ "negative 0.99" printed by a python example is a label and a number, not a Prometheus
+    sample: the number must match. In /metrics output the sample's name and labels do."""
+    assert match_text("negative 0.99", "negative 0.969") == ["line not in the output: 'negative 0.99'"]
+    assert match_text("negative 0.97", "negative 0.969") == []
+    assert (
+        match_text(
+            'rnn_requests_total{endpoint="sentiment"} 3', 'rnn_requests_total{endpoint="sentiment"} 41', prometheus=True
+        )
+        == []
+    )
+    assert match_text('rnn_requests_total{endpoint="sentiment"} 3', 'rnn_requests_total{endpoint="sentiment"} 41') != []
+
+
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_example(ex: Example, shipped: Server):
     if ex.kind == "python":
@@ -98,7 +112,7 @@ def test_example(ex: Example, shipped: Server):
         text = r.text
         if c.grep:
             text = "\n".join(line for line in text.splitlines() if c.grep in line)
-        errs = match_text(body, text)
+        errs = match_text(body, text, prometheus=c.path.startswith("/metrics"))
         assert not errs, f"{ex.id}: " + "\n".join(errs) + f"\n--- got:\n{text[:3000]}"
 
 
