@@ -92,8 +92,9 @@ train-sentiment: $(FULL)  ## train the sentiment model from scratch (IMDB + shor
 # for time, not tuned on validation (docs/history.md). On an AVX2-only CPU (AMD EPYC, 2 cores, fp32)
 # an epoch takes 30-40 minutes: the shipped en-de (10k vocabulary) took 13,756 s (3.8 hours), over the
 # 100 minutes there. The second stage (STAGE2_RECIPE, below) adds one epoch with fewer captions:
-# about 29 minutes alone on the AMD EPYC; not timed on an AMX CPU, where en-de's 87 minutes leave it
-# 13 before the issue's 100.
+# 1,050 s alone for en-fr on the AMD EPYC, about 29 minutes for en-de (the same stage without the
+# deadline source alone); not timed on an AMX CPU, where en-de's 87 minutes leave it 13 before the
+# issue's 100, and the export (9 minutes alone here) comes after it.
 # In the background: nohup make train-translation PAIR=en-de > runs/translate-en-de.log 2>&1 &
 # Each epoch's weights are kept (runs/translate-PAIR/epoch<N>.pt): `python -m training.export translation
 # --run runs/translate-PAIR --out DIR --quantize --average 2` exports the mean of the last two.
