@@ -120,7 +120,7 @@ TRAIN_ENV = MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
 # validation and the held-out third (docs/history.md).
 DEADLINE_K_en-fr := 50
 DEADLINE_K ?= $(or $(DEADLINE_K_$(PAIR)),20)
-MIXTURE_CHOICE_en-fr := deadline=50 chosen over 20 on greedy validation and the deadline probe's held-out third, the other weights set beforehand
+MIXTURE_CHOICE_en-fr := deadline=$(DEADLINE_K_en-fr) chosen over 20 on greedy validation and the deadline probe's held-out third, the other weights set beforehand
 STAGE2_RECIPE = --corpus general --epochs 1 --threads $(THREADS) --workers $(WORKERS) \
   --src-vocab $(VOCAB) --tgt-vocab $(VOCAB) --byte-fallback --split-digits --character-coverage 0.9999 \
   --weights tatoeba=1,news=1,multi30k=1,deadline=$(DEADLINE_K) --token-budget 4000 --batch-size 256 --max-train-len 80 \

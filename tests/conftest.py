@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -71,6 +72,16 @@ def models_dir(tmp_path_factory, data_dir, sentiment_run, translation_run) -> Pa
     (root / "translate-en-de").mkdir()
     export_translation(translation_run, root / "translate-en-de", data_dir)
     return root
+
+
+def make_dry_run(*targets: str) -> list[list[str]]:
+    """The commands `make -n` prints for the targets, each split into words."""
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", *targets], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if line.strip()]
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import fnmatch
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_dry_run
 from tests.service_http import wait_for
 
 DEPLOY = ROOT / "deploy"
@@ -290,16 +289,6 @@ def test_the_dockerfile_builds_any_platform_from_its_base():
     for word in ("amd64", "x86_64", "x86-64", "arm64", "aarch64", "uname -m", "print-architecture"):
         assert word not in text, word
     assert not [a for i, a in ins if i == "FROM" and "--platform" in a]
-
-
-def make_dry_run(*targets: str) -> list[list[str]]:
-    """The commands `make -n` prints for the targets, each split into words."""
-    if not shutil.which("make"):
-        pytest.skip("no make")
-    out = subprocess.run(
-        ["make", "-n", "--no-print-directory", *targets], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("arch", ARCHES)

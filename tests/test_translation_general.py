@@ -338,24 +338,16 @@ def test_a_staged_runs_card_names_every_stage_and_the_artifact_keeps_them(tmp_pa
 def test_make_train_translation_runs_the_stages_the_shipped_model_was_trained_by(pair):
     """`make train-translation PAIR=...` reproduces what ships: its last stage has the shipped
     model's mixture, schedule and sizes, and the stage before it the mixture the card names."""
-    import shlex
-    import shutil
-    import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    meta = json.loads((root / "models" / f"translate-{pair}" / "metadata.json").read_text())
+    from tests.conftest import ROOT, make_dry_run
+
+    meta = json.loads((ROOT / "models" / f"translate-{pair}" / "metadata.json").read_text())
     tc, cfg = meta["train_config"], meta["config"]
-    if not shutil.which("make"):
-        pytest.skip("no make")
-    out = subprocess.run(
-        ["make", "-n", "--no-print-directory", "train-translation", f"PAIR={pair}"],
-        cwd=root, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    lines = [shlex.split(line) for line in out.replace("\\\n", " ").splitlines()]
+    lines = make_dry_run("train-translation", f"PAIR={pair}")
     commands = [words for words in lines if "training.translation.train" in words]
     (export,) = [words for words in lines if "training.export" in words]
-    assert len(commands) == 2, out
+    assert len(commands) == 2, lines
 
     def flags(words: list[str]) -> dict[str, str]:
         return {

@@ -151,8 +151,7 @@ def translation_selection(meta: dict) -> dict:
         choice = meta["data"].get("mixture_choice")
         sel["mixture"] = {
             "split": "validation" if choice else None,
-            "criterion": f"source weights {tc.get('weights')} per epoch, "
-            + (choice if choice else "set beforehand and not tuned"),
+            "criterion": f"source weights {tc.get('weights')} per epoch, " + (choice or "set beforehand and not tuned"),
         }
         if "int8_decoder" in sel:
             sel["int8_decoder"]["criterion"] += " (the mean over the validation sets)"

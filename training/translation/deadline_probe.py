@@ -58,7 +58,7 @@ def deadline_split(
     the construct from repeating the upsampled pairs."""
     pairs = probe_pairs(src, tgt, tgt_lang)
     held = held_out(pairs)
-    return [p for i, p in enumerate(pairs) if i % HELD_EVERY != HELD_EVERY - 1], held
+    return [p for p in pairs if p not in held], held  # one pair per source: no pair is in both
 
 
 def held_out(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -207,8 +207,9 @@ DEADLINE_SOURCE = (
 )
 
 
-def general_data(ck: dict) -> dict:
-    """metadata.json's "data" for the general-domain recipe: sources, terms, mixture, splits."""
+def general_data(ck: dict, mixture_choice: str | None = None) -> dict:
+    """metadata.json's "data" for the general-domain recipe: sources, terms, mixture, splits, and
+    how the mixture was chosen on validation when it was (`mixture_choice`, for the card)."""
     tc = ck["train_config"]
     stages = training_stages(tc)
     if len(stages) > 1:  # into metadata.json's train_config too, so the artifact names them without the runs
@@ -219,6 +220,7 @@ def general_data(ck: dict) -> dict:
         "corpus": "general",
         "train": f"Tatoeba (minus its validation slice) + WMT news + Multi30k train, {mixture}",
         "vocabulary_trained_on": "the union of the training text, each sentence once (no validation or test text)",
+        **({"mixture_choice": mixture_choice} if mixture_choice else {}),
     }
 
 
@@ -294,7 +296,7 @@ def export_translation(
                 else {}
             ),
         },
-        "data": {**general_data(ck), **({"mixture_choice": mixture_choice} if mixture_choice else {})}
+        "data": general_data(ck, mixture_choice)
         if corpus == "general"
         else {
             "dataset": "Multi30k task 1",
