@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import sacrebleu
-from tqdm import tqdm
 
 from service.runtime.artifacts import ArtifactError, golden_tolerance
 from service.runtime.translation import DECODER, DECODER_INT8, TranslationModel
@@ -30,6 +29,7 @@ from training.cross_cpu import record_cross_cpu
 from training.data import default_data_dir
 from training.plots import plt
 from training.translation.data import evaluation_sets, evenly
+from training.translation.decode_pool import best_hypotheses
 from training.translation.model import load_checkpoint
 from training.translation.translate import Translator, onnx_translator, run_translator
 
@@ -81,14 +81,6 @@ def by_length(src: list[str], hyps: list[str], refs: list[str]) -> list[dict]:
     return rows
 
 
-def translate_all(translate, texts: list[str], desc: str, chunk: int = 256) -> list:
-    """translate(chunk) over `texts` in chunks, with a progress bar; the results in order."""
-    out = []
-    for s in tqdm(range(0, len(texts), chunk), desc=desc, unit="chunk"):
-        out += translate(texts[s : s + chunk])
-    return out
-
-
 def plot_by_length(tables: dict[str, list[dict]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     names = list(tables)
@@ -118,27 +110,31 @@ def mean_scores(per_set: dict[str, dict]) -> dict:
     }
 
 
-def validation_and_test(translate, data_dir: Path, tm, corpus: str, limit: int, tag: str = "") -> tuple[dict, dict]:
-    """Scores of `translate` (texts -> translations) on every validation set and on the test set:
-    ({"validation": ..., "validation_sets": {...} (several sets only), "test": ...}, test outputs)."""
+def validation_and_test(tm, beam: int, data_dir: Path, corpus: str, limit: int, tag: str = "") -> tuple[dict, dict]:
+    """Scores of `tm`'s best translations (beam `beam`) on every validation set and on the test set,
+    and the translations: ({"validation": ..., "validation_sets": {...} (several sets only),
+    "test": ...}, {"validation": {set: translations}, "test": {"src", "ref", "hyp"}})."""
     sets = evaluation_sets(data_dir, tm.src_lang, tm.tgt_lang, corpus)
-    per, test = {}, {}
+
+    def translations(src: list[str], desc: str) -> list[str]:
+        return [tm.detok(h) for h in best_hypotheses(tm, src, desc, beam)]
+
+    per, outputs = {}, {"validation": {}, "test": {}}
     for name, (src, ref) in sets["validation"].items():
         src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
-        hyp = translate_all(translate, src, f"validation {name} {tm.pair}{tag}")
+        hyp = outputs["validation"][name] = translations(src, f"validation {name} {tm.pair}{tag}")
         per[name] = scores(hyp, ref)
         if len(sets["validation"]) > 1:  # the general card shows a few of each set, evenly spaced
             s, h, r = (evenly((src, x), SAMPLES_PER_SET)[1] for x in (src, hyp, ref))
             per[name]["samples"] = [{"source": a, "translation": b, "reference": c} for a, b, c in zip(s, h, r)]
     for name, (src, ref) in sets["test"].items():
         src, ref = (src[:limit], ref[:limit]) if limit else (src, ref)
-        hyp = translate_all(translate, src, f"test {name} {tm.pair}{tag}")
-        test = {"src": src, "ref": ref, "hyp": hyp}
+        outputs["test"] = {"src": src, "ref": ref, "hyp": translations(src, f"test {name} {tm.pair}{tag}")}
     out = {"validation": per["multi30k"] if len(per) == 1 else mean_scores(per)}
     if len(per) > 1:
         out["validation_sets"] = per
-    out["test"] = scores(test["hyp"], test["ref"])
-    return out, test
+    out["test"] = scores(outputs["test"]["hyp"], outputs["test"]["ref"])
+    return out, outputs
 
 
 def evaluate_artifact(
@@ -154,11 +150,9 @@ def evaluate_artifact(
     """Metrics dict for metadata.json; writes bleu_by_length.png (and .json) into `out`. With the
     general corpus, "validation" is the mean over the validation sets (each in "validation_sets")."""
     metrics: dict = {"computed_with": f"onnxruntime, beam {beam}, length penalty {tm.alpha}"}
-    m, test = validation_and_test(
-        lambda t: [tm.detok(h[0]) for h in tm.translate(t, beam_size=beam)], data_dir, tm, corpus, limit
-    )
+    m, outputs = validation_and_test(tm, beam, data_dir, corpus, limit)
     metrics.update(m)
-    test_src, test_ref, test_hyp = test["src"], test["ref"], test["hyp"]
+    test_src, test_ref, test_hyp = (outputs["test"][k] for k in ("src", "ref", "hyp"))
     tables = {"attention (shipped)": by_length(test_src, test_hyp, test_ref)}
     if baseline_run is not None:
         base, _ = load_checkpoint(baseline_run)
@@ -169,10 +163,7 @@ def evaluate_artifact(
             {"length_penalty": tm.alpha, "max_len_ratio": tm.max_ratio, "max_len_extra": tm.max_extra},
         )
 
-        def tr(texts):
-            return [baseline.detok(h[0]) for h in baseline.translate(texts, beam_size=beam)]
-
-        base_hyp = translate_all(tr, test_src, f"baseline test {tm.pair}")
+        base_hyp = [baseline.detok(h) for h in best_hypotheses(baseline, test_src, f"baseline test {tm.pair}", beam)]
         metrics["baseline_no_attention_test"] = scores(base_hyp, test_ref)
         tables["no attention (baseline)"] = by_length(test_src, base_hyp, test_ref)
     metrics["test_bleu_by_source_length"] = tables
@@ -194,7 +185,7 @@ def score_guide(tm, data_dir: Path, *, limit: int = 0, beam: int = 5, corpus: st
         s, r = evenly(pair, SCORE_GUIDE_PER_SET) if corpus != "multi30k" else pair
         src += s[:limit] if limit else s
         ref += r[:limit] if limit else r
-    best = translate_all(lambda t: [h[0] for h in tm.translate(t, beam_size=beam)], src, f"score guide {tm.pair}")
+    best = best_hypotheses(tm, src, f"score guide {tm.pair}", beam)
     s = np.array([h.score for h in best])
     chrf = np.array([sacrebleu.sentence_chrf(tm.detok(h), [r]).score for h, r in zip(best, ref, strict=True)])
     edges = [-np.inf, *SCORE_BANDS, np.inf]

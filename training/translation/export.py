@@ -24,6 +24,7 @@ from training.card import base_metadata, training_metadata
 from training.onnx_io import ParityError, io_spec, onnx_export
 from training.translation import optimize
 from training.translation.data import GENERAL_DATA, MULTI30K_URL, evaluation_sets, evenly
+from training.translation.decode_pool import decode_pool
 from training.translation.evaluate import evaluate_artifact, publish, score_guide, served_files
 from training.translation.model import Seq2Seq, load_checkpoint
 from training.translation.translate import TorchStepper, onnx_stepper, onnx_translator, translate_ids
@@ -240,7 +241,24 @@ def export_translation(
     shipped only within its validation BLEU gate. `average` > 1: export the mean weights of the
     run's last `average` epochs instead of best.pt (compare the two exports on validation).
     `mixture_choice`: how the mixture's weights were chosen on validation, for the card; without
-    it the card says they were set beforehand."""
+    it the card says they were set beforehand. Decodes run on every core (decode_pool)."""
+    with decode_pool():
+        return _export_translation(
+            run, out, data_dir, version, baseline_run, limit_eval, quantize, average, mixture_choice
+        )
+
+
+def _export_translation(
+    run: Path,
+    out: Path,
+    data_dir: Path,
+    version: str | None,
+    baseline_run: Path | None,
+    limit_eval: int,
+    quantize: bool,
+    average: int,
+    mixture_choice: str | None,
+) -> dict:
     model, ck = load_checkpoint(run, average)
     cfg = model.cfg
     export_onnx(model, out)

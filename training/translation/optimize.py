@@ -43,12 +43,12 @@ from training.data import default_data_dir
 from training.int8 import DESCRIPTION, quantize
 from training.onnx_io import io_spec
 from training.translation.data import evaluation_sets, load_pair
+from training.translation.decode_pool import best_hypotheses, decode_pool
 from training.translation.evaluate import (
     corpus_of,
     publish,
     score_guide,
     served_files,
-    translate_all,
     validation_and_test,
 )
 from training.translation.translate import onnx_translator
@@ -191,7 +191,7 @@ def quantize_decoder(folder: Path, dst: Path | None = None) -> Path:
 
 def _translations(tm, texts: list[str], desc: str, beam: int) -> tuple[list[str], list[float]]:
     """Best translation and its score per text, with a progress bar."""
-    best = translate_all(lambda chunk: [h[0] for h in tm.translate(chunk, beam_size=beam)], texts, desc)
+    best = best_hypotheses(tm, texts, desc, beam)
     return [tm.detok(h) for h in best], [h.score for h in best]
 
 
@@ -204,28 +204,15 @@ def int8_decoder(folder: Path, meta: dict, data_dir: Path, *, max_drop: float = 
     beam = int(meta["decoding"]["beam_size"])
     m: dict = {"file": DECODER_INT8, "method": DESCRIPTION}
     corpus = corpus_of(meta)
-    figures, _ = validation_and_test(
-        lambda chunk: [tm.detok(h[0]) for h in tm.translate(chunk, beam_size=beam)],
-        data_dir,
-        tm,
-        corpus,
-        limit,
-        " int8",
-    )
+    figures, outputs = validation_and_test(tm, beam, data_dir, corpus, limit, " int8")
     m.update(figures)
     # How often int8 and fp32 agree word for word: on Multi30k val (every recipe has it).
     src, _ = evaluation_sets(data_dir, tm.src_lang, tm.tgt_lang, corpus)["validation"]["multi30k"]
     src = src[:limit] if limit else src
     fp32 = onnx_translator(folder, DECODER, meta["config"], meta["decoding"])
+    int8_hyps = outputs["validation"]["multi30k"]  # the same texts in the same chunks as just decoded
     same = np.mean(
-        [
-            a == b
-            for a, b in zip(
-                _translations(tm, src, "Multi30k val int8", beam)[0],
-                _translations(fp32, src, "Multi30k val fp32", beam)[0],
-                strict=True,
-            )
-        ]
+        [a == b for a, b in zip(int8_hyps, _translations(fp32, src, "Multi30k val fp32", beam)[0], strict=True)]
     )
     m["validation_identical_to_fp32"] = round(float(same), 4)
     drop = meta["metrics"]["validation"]["bleu"] - m["validation"]["bleu"]  # the decision: validation only
@@ -303,9 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
     meta = load_metadata(a.artifact, task="translation")
-    meta = repack_files(a.artifact, meta, data_dir) or meta
-    meta = int8_decoder(a.artifact, meta, data_dir, max_drop=a.max_drop)
-    meta = _publish_with_guide(a.artifact, meta, data_dir, 0)
+    with decode_pool():
+        meta = repack_files(a.artifact, meta, data_dir) or meta
+        meta = int8_decoder(a.artifact, meta, data_dir, max_drop=a.max_drop)
+        meta = _publish_with_guide(a.artifact, meta, data_dir, 0)
     print(json.dumps(meta["metrics"]["int8"], indent=2))
 
 

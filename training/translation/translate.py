@@ -83,6 +83,7 @@ class Translator:
         lexicon: CopyLexicon | None = None,
     ):
         self.lexicon = lexicon
+        self.files: tuple | None = None  # onnx_translator's arguments, when it made this one
         self.stepper, self.src_tok, self.tgt_tok, self.decoder_file = stepper, src_tok, tgt_tok, decoder_file
         self.src_lang, self.tgt_lang, self.pair = src_lang, tgt_lang, f"{src_lang}-{tgt_lang}"
         self.alpha = float(decoding["length_penalty"])
@@ -113,8 +114,9 @@ def onnx_stepper(folder: Path, decoder_file: str) -> OnnxStepper:
 
 
 def onnx_translator(folder: Path, decoder_file: str, config: dict, decoding: dict) -> Translator:
-    """A Translator over an artifact folder's ONNX files and SentencePiece models."""
-    return Translator(
+    """A Translator over an artifact folder's ONNX files and SentencePiece models; its `files`
+    say how to open it again (training.translation.decode_pool's workers do)."""
+    tm = Translator(
         onnx_stepper(folder, decoder_file),
         Subword(folder / SPM_SRC),
         Subword(folder / SPM_TGT),
@@ -124,6 +126,8 @@ def onnx_translator(folder: Path, decoder_file: str, config: dict, decoding: dic
         decoder_file=decoder_file,
         lexicon=CopyLexicon.load(folder / COPY_LEXICON) if (folder / COPY_LEXICON).exists() else None,
     )
+    tm.files = (folder, decoder_file, config, decoding)
+    return tm
 
 
 def run_translator(model: Seq2Seq, run: Path, decoding: dict) -> Translator:
