@@ -212,3 +212,20 @@ def test_softmax_subset_bench_trains_every_batch_in_each_mode(mixture, tmp_path)
     assert sub["over_whole"] == pytest.approx(
         sub["target_subwords_per_cpu_second"] / whole["target_subwords_per_cpu_second"], abs=2e-3
     )
+
+
+def test_export_speed_times_both_ways_of_each_part_on_the_same_work(models_dir, data_dir, tmp_path):
+    """bench.export_speed on the test-made translator: every round times both ways of decoding and
+    of the search-parity check, the decodes give identical outputs, and each speed-up is the ratio
+    of the medians it reports."""
+    from bench.export_speed import main as export_speed
+
+    out = tmp_path / "export_speed.json"
+    argv = ["--artifact", str(models_dir / "translate-en-de"), "--data-dir", str(data_dir), "--sentences", "40"]
+    assert export_speed([*argv, "--parity-sentences", "6", "--rounds", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["outputs_identical"] and res["sentences"] == 40 and res["parity_sentences"] == 6
+    assert all(len(v) == 2 for v in res["seconds"].values()) and len(res["seconds"]) == 4
+    med = res["median_seconds"]
+    assert res["decode_speedup"] == pytest.approx(med["decode_one_process"] / med["decode_pool"], abs=0.01)
+    assert res["parity_speedup"] == pytest.approx(med["parity_sequential"] / med["parity_side_by_side"], abs=0.01)

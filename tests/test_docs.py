@@ -403,6 +403,17 @@ def test_figures_quoted_in_prose_are_the_results():
     assert q["target_subwords_per_s"] / c["target_subwords_per_s"] == pytest.approx(
         balance["paired_over_consecutive"], abs=1e-3
     )
+    export = load("bench/results/export_speed.json")
+    med = export["median_seconds"]
+    assert export["outputs_identical"] and f"medians of {export['rounds']} rounds" in bench
+    assert (
+        f"{export['sentences']:,} sentences in {med['decode_one_process']:.2f} s in one process, "
+        f"{med['decode_pool']:.2f} s on {export['pool_workers']} workers, **{export['decode_speedup']:.2f}x**" in bench
+    )
+    assert (
+        f"the parity check on {export['parity_sentences']} sentences {med['parity_sequential']:.2f} s against "
+        f"{med['parity_side_by_side']:.2f} s, **{export['parity_speedup']:.2f}x**" in bench
+    )
     subset = load("bench/results/softmax_subset.json")["modes"]
     for n in ("1000", "2000"):
         m = subset[f"subset{n}"]
