@@ -31,7 +31,7 @@ from training.data import default_data_dir
 from training.translation.data import evaluation_sets, evenly
 from training.translation.decode_pool import best_hypotheses, cores, decode_pool
 from training.translation.evaluate import corpus_of
-from training.translation.export import DECODING, check_search_parity
+from training.translation.export import DECODING, check_search_parity, search_parity_options
 from training.translation.from_artifact import run_from_artifact
 from training.translation.model import load_checkpoint
 from training.translation.translate import TorchStepper, onnx_stepper, onnx_translator, translate_ids
@@ -39,14 +39,7 @@ from training.translation.translate import TorchStepper, onnx_stepper, onnx_tran
 
 def sequential_search_parity(model, onnx, src: list[list[int]]) -> None:
     """What check_search_parity did before: PyTorch's whole search, then ONNX Runtime's."""
-    kw = {
-        "beam_size": DECODING["beam_size"],
-        "alpha": DECODING["length_penalty"],
-        "batch_size": 64,
-        "max_ratio": DECODING["max_len_ratio"],
-        "max_extra": DECODING["max_len_extra"],
-        "max_cap": 256,
-    }
+    kw = search_parity_options(DECODING["beam_size"], DECODING["length_penalty"])
     translate_ids(TorchStepper(model), src, **kw)
     translate_ids(onnx, src, **kw)
 

@@ -158,11 +158,9 @@ def check_step_parity(
     }
 
 
-def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], beam: int, alpha: float) -> dict:
-    """Full beam search over every source, PyTorch vs ONNX step: at least 99% identical. The two
-    searches run side by side, ONNX Runtime's in a thread (both release the GIL in their kernels),
-    PyTorch on one thread meanwhile."""
-    kw = {
+def search_parity_options(beam: int, alpha: float) -> dict:
+    """translate_ids's options for the beam-search parity check, the same for both searches."""
+    return {
         "beam_size": beam,
         "alpha": alpha,
         "batch_size": 64,
@@ -170,6 +168,13 @@ def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]],
         "max_extra": DECODING["max_len_extra"],
         "max_cap": 256,
     }
+
+
+def check_search_parity(model: Seq2Seq, onnx: OnnxStepper, src: list[list[int]], beam: int, alpha: float) -> dict:
+    """Full beam search over every source, PyTorch vs ONNX step: at least 99% identical. The two
+    searches run side by side, ONNX Runtime's in a thread (both release the GIL in their kernels),
+    PyTorch on one thread meanwhile."""
+    kw = search_parity_options(beam, alpha)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
