@@ -59,6 +59,15 @@ def test_translators_not_made_from_files_decode_here_even_in_a_pool(artifact, te
     assert [h.tokens for h in got] == [h[0].tokens for h in served.translate(texts[:5], beam_size=3)]
 
 
+def test_one_worker_per_core_up_to_a_cap(monkeypatch):
+    monkeypatch.setattr(dp, "cores", lambda: 64)
+    with dp.decode_pool() as n:
+        assert n == dp.MAX_WORKERS == 8
+    monkeypatch.setattr(dp, "cores", lambda: 1)
+    with dp.decode_pool() as n:
+        assert n == 1 and dp._POOL is None
+
+
 def test_one_core_or_an_outer_pool_means_no_new_processes():
     with dp.decode_pool(1) as n:
         assert n == 1 and dp._POOL is None

@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 CHUNK = 256  # texts per translate() call, in a pool or not
+MAX_WORKERS = 8  # each worker holds its own sessions and imports (a few hundred MB): not one per core of a big host
 
 KEEP = 4  # translators a worker keeps open (the export alternates fp32 and int8)
 
@@ -41,13 +42,14 @@ def cores() -> int:
 
 @contextmanager
 def decode_pool(workers: int | None = None) -> Iterator[int]:
-    """Worker processes for the `best_hypotheses` calls of the block (one per core by default;
-    none with one core). Nested blocks share the outermost pool. Yields the number of workers."""
+    """Worker processes for the `best_hypotheses` calls of the block (by default one per core, at
+    most MAX_WORKERS; none with one core). Nested blocks share the outermost pool. Yields the
+    number of workers."""
     global _POOL, _WORKERS
     if _POOL is not None:
         yield _WORKERS
         return
-    n = cores() if workers is None else workers
+    n = min(cores(), MAX_WORKERS) if workers is None else workers
     if n < 2:
         yield 1
         return
