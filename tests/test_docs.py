@@ -423,3 +423,28 @@ def test_figures_quoted_in_prose_are_the_results():
         f"whole vocabulary {subset['whole']['target_subwords_per_cpu_second']:,.0f} target subwords per CPU second"
         in bench
     )
+
+
+def test_the_general_translators_cross_cpu_table_is_its_record():
+    """docs/models.md's table of the general translators across emulated CPUs shows
+    reports/translation-general/cross-cpu-sample.json, and names the CPU it was run from."""
+    rec = load("reports/translation-general/cross-cpu-sample.json")
+    models = page_text("docs/models.md")
+    cpu = rec["native"]["cpu"].removesuffix(" (x86_64)")
+    assert rec["native"]["isa"] == "AVX2" and f"from an {cpu} with\nAVX2 only" in models
+    s = rec["models"]["sentiment"]
+    assert (
+        f"| sentiment | {s['Haswell']['n']:,} validation texts | 0 labels differ; probabilities within "
+        f"{s['Haswell']['max_probability_shift']:.2g} | 0 labels differ; probabilities within "
+        f"{s['Nehalem']['max_probability_shift']:.2g} |" in models
+    )
+    assert s["Haswell"]["differ"] == s["Nehalem"]["differ"] == 0
+    for pair, lang in (("en-de", "de"), ("en-fr", "fr")):
+        h, n = rec["models"][f"translate-{pair}"]["Haswell"], rec["models"][f"translate-{pair}"]["Nehalem"]
+        assert h["differ"] == 0 and h["bleu_native"] == h["bleu_emulated"]
+        row = (
+            f"| en→{lang} (general) | {h['n']} validation sentences, beam 5 | 0 translations differ; BLEU "
+            f"{h['bleu_native']:.2f} both | {n['differ']} differ ({n['differ'] / n['n']:.1%}); BLEU "
+            f"{n['bleu_emulated']:.2f} against {n['bleu_native']:.2f} |"
+        )
+        assert row in models, row
