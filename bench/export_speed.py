@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 
 from bench.cost_model import cpu_name
+from service.runtime.providers import available_cores
 from service.runtime.translation import DECODER
 from training.cross_cpu import isa
 from training.data import default_data_dir
 from training.translation.data import evaluation_sets, evenly
-from training.translation.decode_pool import best_hypotheses, cores, decode_pool
+from training.translation.decode_pool import best_hypotheses, decode_pool
 from training.translation.evaluate import corpus_of
 from training.translation.export import DECODING, check_search_parity, search_parity_options
 from training.translation.from_artifact import run_from_artifact
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = evaluation_sets(data_dir, cfg["src_lang"], cfg["tgt_lang"], corpus_of(meta))["validation"]
     texts = [t for pair in sets.values() for t in evenly(pair, a.sentences // len(sets))[0]]
     tm = onnx_translator(a.artifact, DECODER, cfg, meta["decoding"])
+    tm_alone = onnx_translator(a.artifact, DECODER, cfg, meta["decoding"])
+    tm_alone.files = None  # decodes in this process, as every export did before
     beam = int(meta["decoding"]["beam_size"])
     with tempfile.TemporaryDirectory() as td:
         run = Path(td) / "run"
@@ -80,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
                 if way == "pool":
                     outputs[way] = best_hypotheses(tm, texts, f"round {r + 1}: pool", beam)
                 else:
-                    tm_alone = onnx_translator(a.artifact, DECODER, cfg, meta["decoding"])
-                    tm_alone.files = None  # this process, as before
                     outputs[way] = best_hypotheses(tm_alone, texts, f"round {r + 1}: one process", beam)
                 seconds["decode_pool" if way == "pool" else "decode_one_process"].append(time.perf_counter() - t0)
             for way in ["seq", "side"] if r % 2 == 0 else ["side", "seq"]:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "cpu": cpu_name(),
         "isa": isa(),
-        "cores": cores(),
+        "cores": available_cores(),
         "pool_workers": workers,
         "torch_threads": torch.get_num_threads(),
         "artifact": str(a.artifact),

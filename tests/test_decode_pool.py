@@ -60,10 +60,10 @@ def test_translators_not_made_from_files_decode_here_even_in_a_pool(artifact, te
 
 
 def test_one_worker_per_core_up_to_a_cap(monkeypatch):
-    monkeypatch.setattr(dp, "cores", lambda: 64)
+    monkeypatch.setattr(dp, "available_cores", lambda: 64)
     with dp.decode_pool() as n:
         assert n == dp.MAX_WORKERS == 8
-    monkeypatch.setattr(dp, "cores", lambda: 1)
+    monkeypatch.setattr(dp, "available_cores", lambda: 1)
     with dp.decode_pool() as n:
         assert n == 1 and dp._POOL is None
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
+
+from service.runtime.providers import available_cores
 
 CHUNK = 256  # texts per translate() call, in a pool or not
 MAX_WORKERS = 8  # each worker holds its own sessions and imports (a few hundred MB): not one per core of a big host
@@ -35,21 +36,16 @@ _WORKERS = 1
 _WORKER_TRANSLATORS: dict = {}  # in each worker: its translators, by files and their state on disk
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @contextmanager
 def decode_pool(workers: int | None = None) -> Iterator[int]:
-    """Worker processes for the `best_hypotheses` calls of the block (by default one per core, at
-    most MAX_WORKERS; none with one core). Nested blocks share the outermost pool. Yields the
+    """Worker processes for the `best_hypotheses` calls of the block (by default one per core this
+    process may use, at most MAX_WORKERS; none with one core). Nested blocks share the outermost pool. Yields the
     number of workers."""
     global _POOL, _WORKERS
     if _POOL is not None:
         yield _WORKERS
         return
-    n = min(cores(), MAX_WORKERS) if workers is None else workers
+    n = min(available_cores(), MAX_WORKERS) if workers is None else workers
     if n < 2:
         yield 1
         return
@@ -69,9 +65,8 @@ def files_key(tm) -> tuple | None:
     if files is None:
         return None
     folder, decoder_file, config, decoding = files
-    state = tuple(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(folder).iterdir()) if p.is_file()
-    )
+    stats = ((p.name, p.stat()) for p in sorted(Path(folder).iterdir()) if p.is_file())
+    state = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     return (str(folder), decoder_file, json.dumps(config, sort_keys=True), json.dumps(decoding, sort_keys=True), state)
 
 
