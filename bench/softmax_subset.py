@@ -9,12 +9,18 @@ once in each mode, the modes' order alternating from batch to batch, and timed i
 table shows target subwords per CPU second and the ratio to the whole vocabulary. What the subset
 does to the model's quality is a training run's question, not this one's.
 
-    python -m bench.softmax_subset --spm models/translate-en-de/spm.src.model --out bench/results/softmax_subset.json
+`--adaptive 2000,5000` adds the adaptive softmax with those cutoffs (`--adaptive-cutoffs`, exact
+over the whole vocabulary: the head's rows for every target, a tail cluster's for its own): a model
+of its own, starting from the same weights, its frequency order counted on the mixture's targets.
+
+    python -m bench.softmax_subset --spm models/translate-en-de/spm.src.model --adaptive 2000,5000 \
+        --out bench/results/softmax_subset.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -22,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench.cost_model import cpu_name
-from service.runtime.subword import PAD_ID
+from service.runtime.subword import EOS_ID, PAD_ID
 from training.cross_cpu import isa
 from training.translation.model import Seq2Seq
 from training.translation.speed import add_mixture_args, recipe_mixture, step
@@ -33,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_mixture_args(p)
     p.add_argument("--subset", type=int, action="append", default=[], help="N most frequent (default 1000, 2000)")
+    p.add_argument(
+        "--adaptive", action="append", default=[], help="an adaptive softmax's cutoffs, e.g. 2000,5000 (repeatable)"
+    )
     p.add_argument("--batches", type=int, default=24)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
@@ -45,7 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = Seq2Seq(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    step(model, opt, make_batch(tr_s, tr_t, batches[0]))  # warm-up
+    # each mode's model and optimizer: the subsets train the whole vocabulary's, an adaptive
+    # softmax a model of its own from the same initial weights
+    trained = dict.fromkeys(modes, (model, opt))
+    counts = torch.bincount(torch.tensor([i for t in tr_t for i in t], dtype=torch.long), minlength=cfg.tgt_vocab)
+    counts[EOS_ID] += len(tr_t)
+    for spec in a.adaptive:
+        cuts = tuple(int(c) for c in spec.split(","))
+        m = Seq2Seq(dataclasses.replace(cfg, adaptive_cutoffs=cuts)).train()
+        m.load_state_dict(model.state_dict(), strict=False)  # all but the clusters' entries and the order
+        m.decoder.set_vocab_order(counts)
+        name = "adaptive" + "-".join(map(str, cuts))
+        modes[name] = None
+        trained[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-4))
+    for m, o in {id(v[0]): v for v in trained.values()}.values():
+        step(m, o, make_batch(tr_s, tr_t, batches[0]))  # warm-up
     seconds = dict.fromkeys(modes, 0.0)
     tokens = dict.fromkeys(modes, 0)
     classes: dict[str, list[int]] = {m: [] for m in modes}
@@ -55,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         targets = batch[3][batch[3] != PAD_ID]
         for m in list(modes) if k % 2 == 0 else list(modes)[::-1]:
             t0 = time.process_time()
-            tokens[m] += step(model, opt, batch, frequent=modes[m])
+            tokens[m] += step(*trained[m], batch, frequent=modes[m])
             seconds[m] += time.process_time() - t0
-            f = modes[m]
-            classes[m].append(cfg.tgt_vocab if f is None else len(torch.unique(torch.cat([f, targets]))))
+            f, cuts = modes[m], trained[m][0].cfg.adaptive_cutoffs
+            if cuts:  # the head's softmax: the most frequent ids and one entry per tail cluster
+                classes[m].append(cuts[0] + len(cuts))
+            else:
+                classes[m].append(cfg.tgt_vocab if f is None else len(torch.unique(torch.cat([f, targets]))))
         print(f"batch {k + 1}/{len(batches)}, {time.time() - t_start:.0f} s", flush=True)
 
     rate = {m: tokens[m] / seconds[m] for m in modes}
@@ -82,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{res['cpu']} ({res['isa']}), {len(batches)} real batches, each trained once per mode:")
     for m, r in res["modes"].items():
         print(
-            f"  {m:11s} {r['target_subwords_per_cpu_second']:7,.0f} target subwords per CPU second, "
+            f"  {m:18s} {r['target_subwords_per_cpu_second']:7,.0f} target subwords per CPU second, "
             f"softmax over {r['mean_classes']:,.0f} classes: {r['over_whole']:.2f}x"
         )
     if a.out:

@@ -198,15 +198,17 @@ def test_worker_balance_prices_both_ways_of_cutting_steps(mixture, tmp_path):
 def test_softmax_subset_bench_trains_every_batch_in_each_mode(mixture, tmp_path):
     """bench.softmax_subset on synthetic data: each mode trained the same batches (so the same
     target subwords), the whole vocabulary's ratio is 1, and a subset's softmax runs over fewer
-    classes than the vocabulary, at least its N most frequent."""
+    classes than the vocabulary, at least its N most frequent; an adaptive softmax's head runs
+    over its first cutoff's ids and one entry per tail cluster."""
     from bench.softmax_subset import main as softmax_subset
 
     out = tmp_path / "subset.json"
-    argv = [*mixture, "--subset", "20", "--batches", "3", "--budget", "150", "--max-batch", "12"]
+    argv = [*mixture, "--subset", "20", "--adaptive", "20,40", "--batches", "3", "--budget", "150", "--max-batch", "12"]
     assert softmax_subset([*argv, "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    whole, sub = res["modes"]["whole"], res["modes"]["subset20"]
-    assert whole["target_subwords"] == sub["target_subwords"] > 0
+    whole, sub, adaptive = (res["modes"][m] for m in ("whole", "subset20", "adaptive20-40"))
+    assert whole["target_subwords"] == sub["target_subwords"] == adaptive["target_subwords"] > 0
+    assert adaptive["mean_classes"] == 20 + 2
     assert whole["over_whole"] == 1.0 and whole["mean_classes"] == res["vocab"]
     assert 20 <= sub["mean_classes"] < res["vocab"]
     assert sub["over_whole"] == pytest.approx(

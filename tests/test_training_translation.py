@@ -264,6 +264,98 @@ def test_focal_loss_weighs_each_target_by_how_badly_it_is_predicted():
     )
 
 
+ADAPTIVE = TranslationConfig(
+    src_vocab=60, tgt_vocab=60, embed_dim=8, enc_hidden=6, dec_hidden=10, attn_dim=5, adaptive_cutoffs=(10, 30)
+)
+
+
+def adaptive_model(seed: int = 0) -> Seq2Seq:
+    """ADAPTIVE with a frequency order that is not the ids' own and cluster weights not zero."""
+    torch.manual_seed(seed)
+    model = Seq2Seq(ADAPTIVE).eval()
+    model.decoder.set_vocab_order(torch.randperm(ADAPTIVE.tgt_vocab).float())
+    with torch.no_grad():
+        torch.nn.init.normal_(model.decoder.cluster.weight)
+    return model
+
+
+def test_the_adaptive_softmax_is_a_distribution_over_the_whole_vocabulary_and_its_loss_is_exact():
+    """log_probs sums to one over every id; adaptive_loss (the head's rows for every target, a
+    cluster's rows for its own) is the cross-entropy of that distribution, with padding excluded
+    by summed_loss; label smoothing changes it; training's forward gives the same log-probabilities
+    as decoding step by step does."""
+    model = adaptive_model()
+    r = torch.randn(9, ADAPTIVE.embed_dim)
+    lp = model.decoder.log_probs(r)
+    assert lp.shape == (9, ADAPTIVE.tgt_vocab)
+    torch.testing.assert_close(lp.logsumexp(-1), torch.zeros(9), atol=1e-5, rtol=0)
+    targets = torch.tensor([int(model.decoder.vocab_order[k]) for k in (0, 5, 12, 29, 31, 59, 3, 20, 45)])
+    exact = -lp.gather(1, targets[:, None]).sum()
+    torch.testing.assert_close(model.decoder.adaptive_loss(r, targets), exact)
+    assert not torch.isclose(model.decoder.adaptive_loss(r, targets, label_smoothing=0.1), exact)
+
+    batch = tr_train.make_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [0, 1])
+    with torch.no_grad():
+        lg = model(*batch[:3])
+        summed = tr_train.summed_loss(model, batch)
+    ce = torch.nn.functional.cross_entropy(
+        lg.reshape(-1, lg.shape[-1]), batch[3].reshape(-1), ignore_index=PAD_ID, reduction="sum"
+    )
+    torch.testing.assert_close(summed, ce)
+    src, src_len, tgt_in = batch[:3]
+    with torch.no_grad():
+        states, keys, h, c, summary = model.encoder(src, src_len)
+        mask, outs = length_mask(src_len, src.shape[1]), []
+        for t in range(tgt_in.shape[1]):
+            r_t, h, c, _ = model.decoder(tgt_in[:, t], h, c, states, keys, mask, summary)
+            outs.append(model.decoder.log_probs(r_t))
+    torch.testing.assert_close(lg, torch.stack(outs, dim=1))
+
+
+def test_the_adaptive_softmax_multiplies_only_the_rows_its_targets_need():
+    """The speed of the adaptive softmax: targets in the head and the first cluster leave the last
+    cluster's output rows without a gradient; the head's rows always get one."""
+    model = adaptive_model()
+    order = model.decoder.vocab_order
+    r = torch.randn(4, ADAPTIVE.embed_dim)
+    model.decoder.adaptive_loss(r, order[torch.tensor([0, 3, 12, 25])]).backward()
+    grad = model.decoder.out.bias.grad
+    assert bool((grad[order[:30]] != 0).all())
+    assert bool((grad[order[30:]] == 0).all())
+
+
+def test_the_vocabulary_order_ranks_ids_by_count_and_the_cutoffs_are_checked():
+    """set_vocab_order: most frequent first, ties by id, and vocab_rank its inverse; the cutoffs
+    must increase within the vocabulary, and read back from JSON (a list) they are the same."""
+    model = Seq2Seq(ADAPTIVE)
+    counts = torch.zeros(ADAPTIVE.tgt_vocab)
+    counts[[7, 3, 9]] = torch.tensor([5.0, 9.0, 5.0])
+    model.decoder.set_vocab_order(counts)
+    assert model.decoder.vocab_order[:4].tolist() == [3, 7, 9, 0]
+    assert all(int(model.decoder.vocab_rank[i]) == k for k, i in enumerate(model.decoder.vocab_order.tolist()))
+    assert TranslationConfig.from_dict(json.loads(json.dumps(ADAPTIVE.to_dict()))) == ADAPTIVE
+    for cuts in ((30, 10), (0, 10), (10, 60), (10, 10)):
+        with pytest.raises(ValueError, match="adaptive_cutoffs"):
+            TranslationConfig(tgt_vocab=60, src_vocab=60, adaptive_cutoffs=cuts)
+
+
+def test_an_adaptive_model_exports_with_step_parity_and_reads_back_from_its_onnx_files(tmp_path):
+    """The decoder step's ONNX graph computes the same whole-vocabulary log-probabilities as
+    PyTorch (the frequency order travels as two initializers), and from_artifact reads every
+    weight and the order back."""
+    model = adaptive_model(seed=1)
+    tr_export.export_onnx(model, tmp_path)
+    sess = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]) for f in (ENCODER, DECODER)]
+    rng = np.random.default_rng(0)
+    src = [rng.integers(4, 60, size=n).tolist() for n in (7, 3, 5, 9)]
+    tgt = [rng.integers(4, 60, size=n).tolist() for n in (6, 2, 8, 4)]
+    parity = check_step_parity(model, OnnxStepper(*sess), src, tgt, batch_size=4, max_batches=1)
+    assert parity["steps_compared"] == 8 and parity["step_max_abs_diff"] <= tr_export.STEP_ATOL
+    back = from_artifact.state_dict_from_artifact(tmp_path, ADAPTIVE)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(back[k], v, rtol=0, atol=0, msg=k)
+
+
 # --- the exported artifact ---------------------------------------------------------------------
 
 

@@ -314,6 +314,26 @@ def test_a_run_with_the_subset_softmax_trains_on_it_and_validates_on_the_whole_v
     assert np.isfinite(sub["val_loss"]) and sub["val_loss"] > 0 and "val_bleu_tatoeba" in sub
 
 
+def test_a_run_with_the_adaptive_softmax_ranks_its_targets_and_keeps_the_order_through_init_and_resume(
+    data_dir, tmp_path
+):
+    """--adaptive-cutoffs: the run counts its training targets for the frequency order (EOS, on
+    every target, in the head), saves it with the weights, and validates on the whole vocabulary; a
+    second stage from it loads that order rather than counting its own mixture."""
+    cfg = dataclasses.replace(TINY, adaptive_cutoffs=(40, 150))
+    first = tmp_path / "first"
+    report = train(first, data_dir, cfg, dataclasses.replace(GENERAL, epochs=1))
+    row = report["history"][0]
+    assert np.isfinite(row["val_loss"]) and row["val_loss"] > 0 and "val_bleu_tatoeba" in row
+    model = torch.load(first / "best.pt", weights_only=False)["model"]
+    order = model["decoder.vocab_order"]
+    assert sorted(order.tolist()) == list(range(len(order))) and order.tolist() != sorted(order.tolist())
+    assert int(model["decoder.vocab_rank"][tr_train.EOS_ID]) < cfg.adaptive_cutoffs[0]  # it ends every target: the head
+    second = tmp_path / "second"
+    train(second, data_dir, cfg, dataclasses.replace(GENERAL, epochs=1, weights="news=1", init=str(first / "best.pt")))
+    assert torch.equal(torch.load(second / "best.pt", weights_only=False)["model"]["decoder.vocab_order"], order)
+
+
 def test_a_staged_runs_card_names_every_stage_and_the_artifact_keeps_them(tmp_path):
     from training.translation.export import general_data, training_stages
 

@@ -10,6 +10,14 @@ tanh(W_o [s_t; context; y_{t-1}]) projected on the (tied) target embeddings.
 
 `attention=False` gives the baseline of the same size: the context is the fixed final encoder
 state at every step (Cho et al., 2014).
+
+`adaptive_cutoffs` (e.g. (2000, 5000)) gives the output an adaptive softmax (Grave et al., 2017)
+over the same tied output layer: the most frequent target ids (the first cutoff) and one entry per
+tail cluster share a head softmax, each cluster has its own softmax, and p(w) = p(cluster) p(w |
+cluster). The distribution stays exact and normalised over the whole vocabulary (`log_probs`, what
+search, validation and the export read), but training needs only the head for most targets
+(`adaptive_loss`): the output layer is the dearest part of a step. The frequency order is counted
+on the training targets (`set_vocab_order`) and saved with the weights.
 """
 
 from __future__ import annotations
@@ -40,9 +48,16 @@ class TranslationConfig:
     dropout: float = 0.3
     tie_embeddings: bool = True  # output projection = target embedding matrix
     share_embeddings: bool = True  # with a joint vocabulary, encoder and decoder share one table
+    adaptive_cutoffs: tuple[int, ...] = ()  # () = one softmax over the vocabulary; else head size, cluster starts
+
+    def __post_init__(self) -> None:
+        cuts = tuple(int(c) for c in self.adaptive_cutoffs)  # a list when read back from JSON
+        if cuts and (list(cuts) != sorted(set(cuts)) or cuts[0] < 1 or cuts[-1] >= self.tgt_vocab):
+            raise ValueError(f"adaptive_cutoffs {cuts}: increasing, each within 1..{self.tgt_vocab - 1}")
+        object.__setattr__(self, "adaptive_cutoffs", cuts)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "adaptive_cutoffs": list(self.adaptive_cutoffs)}  # as JSON reads it back
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslationConfig:
@@ -80,6 +95,15 @@ class Decoder(nn.Module):
         self.out = nn.Linear(cfg.embed_dim, cfg.tgt_vocab)
         if cfg.tie_embeddings:
             self.out.weight = embed.weight
+        if cfg.adaptive_cutoffs:
+            n = len(cfg.adaptive_cutoffs)  # tail clusters
+            self.bounds = (0, *cfg.adaptive_cutoffs, cfg.tgt_vocab)  # in frequency rank
+            self.cluster = nn.Linear(cfg.embed_dim, n)  # the head's entry for each tail cluster
+            nn.init.zeros_(self.cluster.weight)
+            nn.init.zeros_(self.cluster.bias)
+            # vocab_order[k]: the id of frequency rank k; vocab_rank[id]: its rank (set_vocab_order)
+            self.register_buffer("vocab_order", torch.arange(cfg.tgt_vocab))
+            self.register_buffer("vocab_rank", torch.arange(cfg.tgt_vocab))
 
     def attend(self, h: Tensor, states: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """h [N,Hd], states [N,S,C], keys [N,S,A], mask [N,S] bool -> context [N,C], weights [N,S]."""
@@ -119,7 +143,48 @@ class Decoder(nn.Module):
         return self.drop(torch.tanh(self.readout(torch.cat([h, ctx, y], dim=-1))))
 
     def log_probs(self, readout: Tensor) -> Tensor:
-        return F.log_softmax(self.out(readout), dim=-1)
+        """readout [..., E] -> log-probabilities over the whole target vocabulary [..., V]."""
+        logits = self.out(readout)
+        if not self.cfg.adaptive_cutoffs:
+            return F.log_softmax(logits, dim=-1)
+        ranked = logits.index_select(-1, self.vocab_order)  # columns in frequency rank
+        b = self.bounds
+        head = F.log_softmax(torch.cat([ranked[..., : b[1]], self.cluster(readout)], dim=-1), dim=-1)
+        parts = [head[..., : b[1]]]
+        for i in range(1, len(b) - 1):
+            k = b[1] + i - 1  # the cluster's entry in the head
+            parts.append(F.log_softmax(ranked[..., b[i] : b[i + 1]], dim=-1) + head[..., k : k + 1])
+        return torch.cat(parts, dim=-1).index_select(-1, self.vocab_rank)
+
+    def adaptive_loss(self, readout: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """The summed cross-entropy of `targets` [N] under the adaptive softmax from readout [N, E]:
+        -log p(head entry) for every target, and -log p(w | cluster) for those in a tail cluster,
+        whose output rows alone are multiplied. Equal to -log_probs(readout)[target] summed, without
+        label smoothing; label smoothing applies within the head's and each cluster's softmax."""
+        b = self.bounds
+        rank = self.vocab_rank[targets]
+        w, bias = self.out.weight, self.out.bias
+        head_ids = self.vocab_order[: b[1]]
+        head_logits = torch.cat([F.linear(readout, w[head_ids], bias[head_ids]), self.cluster(readout)], dim=-1)
+        head_target = rank.clone()
+        loss = readout.new_zeros(())
+        for i in range(1, len(b) - 1):
+            inside = (rank >= b[i]) & (rank < b[i + 1])
+            head_target[inside] = b[1] + i - 1
+            if bool(inside.any()):
+                ids = self.vocab_order[b[i] : b[i + 1]]
+                tail = F.linear(readout[inside], w[ids], bias[ids])
+                loss = loss + F.cross_entropy(
+                    tail, rank[inside] - b[i], label_smoothing=label_smoothing, reduction="sum"
+                )
+        return loss + F.cross_entropy(head_logits, head_target, label_smoothing=label_smoothing, reduction="sum")
+
+    def set_vocab_order(self, counts: Tensor) -> None:
+        """Rank the target ids by `counts` [V] (their frequency in the training targets, EOS
+        included), most frequent first, ties by id: the adaptive softmax's head and clusters."""
+        order = torch.sort(-counts.to(torch.float64), stable=True).indices
+        self.vocab_order.copy_(order)
+        self.vocab_rank.copy_(torch.argsort(order))
 
 
 class Seq2Seq(nn.Module):
@@ -144,7 +209,9 @@ class Seq2Seq(nn.Module):
         tokens/s on one synthetic batch here. (Lifting the embeddings' share of the LSTM gates out
         of the loop as well was slower: nn.LSTMCell's step beats the same gates written out.)
         """
-        return self.decoder.out(self.readouts(src, src_len, tgt_in))
+        r = self.readouts(src, src_len, tgt_in)
+        # with an adaptive softmax, its log-probabilities: the logits of the same distribution
+        return self.decoder.log_probs(r) if self.cfg.adaptive_cutoffs else self.decoder.out(r)
 
     def readouts(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing up to the output layer: [B,T,E], what `forward` projects on the vocabulary."""

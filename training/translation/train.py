@@ -257,8 +257,19 @@ def summed_loss(
 
     With `focal_gamma` > 0, each target's cross-entropy is weighted by (1 - p)^gamma, p the
     model's probability of that target (Lin et al., 2017's focal loss, per subword): subwords the
-    model already predicts well weigh less, the ones it gets wrong (a rare sense of a word) more."""
+    model already predicts well weigh less, the ones it gets wrong (a rare sense of a word) more.
+
+    A model with an adaptive softmax (`TranslationConfig.adaptive_cutoffs`) takes its own loss,
+    `Decoder.adaptive_loss`: the exact cross-entropy of its whole-vocabulary distribution, which
+    multiplies the head's rows for every target and a tail cluster's only for its own targets."""
     src, src_len, tgt_in, tgt_out = batch
+    if model.cfg.adaptive_cutoffs:  # the head for every target, a tail cluster's rows for the rest
+        if frequent is not None or focal_gamma:
+            raise ValueError("the adaptive softmax is not combined with a softmax subset or focal loss")
+        real = tgt_out != PAD_ID
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            r = model.readouts(src, src_len, tgt_in)[real]
+            return model.decoder.adaptive_loss(r, tgt_out[real], label_smoothing)
     if frequent is None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(src, src_len, tgt_in)
@@ -488,9 +499,14 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
         return worker_steps(b, lengths, group.world, seed=tcfg.seed + epoch)
 
     model = Seq2Seq(cfg)
+    if cfg.adaptive_cutoffs:  # the frequency order of the targets (an --init or resumed run loads its own)
+        counts = torch.bincount(torch.tensor([i for t in tr_t for i in t], dtype=torch.long), minlength=cfg.tgt_vocab)
+        counts[EOS_ID] += len(tr_t)
+        model.decoder.set_vocab_order(counts)
     if tcfg.init:
         first = torch.load(tcfg.init, weights_only=False)
-        shape = {k: v for k, v in first["config"].items() if k != "dropout"}
+        # read through the config class: a checkpoint from before a field has its default
+        shape = {k: v for k, v in TranslationConfig.from_dict(first["config"]).to_dict().items() if k != "dropout"}
         if shape != {k: v for k, v in cfg.to_dict().items() if k != "dropout"}:
             raise ValueError(f"--init {tcfg.init}: its model {first['config']} is not this run's {cfg.to_dict()}")
         model.load_state_dict(first["model"])  # a resumed run loads last.pt over it below
@@ -669,6 +685,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leaves a core to other work)")
     p.add_argument("--no-attention", action="store_true", help="train the no-attention baseline")
     p.add_argument("--separate-vocab", action="store_true", help="one SentencePiece model per language")
+    p.add_argument(
+        "--adaptive-cutoffs",
+        type=lambda v: tuple(int(x) for x in v.split(",") if x),
+        default=(),
+        help="an adaptive softmax: head size and the tail clusters' starts in frequency rank, e.g. 2000,5000",
+    )
     for f in dataclasses.fields(TranslationConfig):
         if f.type in ("int", "float", "str") and f.name not in ("src_lang", "tgt_lang"):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
