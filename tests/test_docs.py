@@ -423,6 +423,9 @@ def test_figures_quoted_in_prose_are_the_results():
         f"whole vocabulary {subset['whole']['target_subwords_per_cpu_second']:,.0f} target subwords per CPU second"
         in bench
     )
+    adaptive = subset["adaptive2000-5000"]
+    assert f"{adaptive['target_subwords_per_cpu_second']:,.0f}, **{adaptive['over_whole']:.2f}x**" in bench
+    assert f"(a head softmax over {adaptive['mean_classes']:,.0f} classes)" in bench
 
 
 def test_the_general_translators_cross_cpu_table_is_its_record():
