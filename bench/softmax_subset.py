@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from bench.cost_model import cpu_name
-from service.runtime.subword import EOS_ID, PAD_ID
+from service.runtime.subword import PAD_ID
 from training.cross_cpu import isa
 from training.translation.model import Seq2Seq
 from training.translation.speed import add_mixture_args, recipe_mixture, step
-from training.translation.train import frequent_targets, make_batch
+from training.translation.train import frequent_targets, make_batch, target_counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # each mode's model and optimizer: the subsets train the whole vocabulary's, an adaptive
     # softmax a model of its own from the same initial weights
     trained = dict.fromkeys(modes, (model, opt))
-    counts = torch.bincount(torch.tensor([i for t in tr_t for i in t], dtype=torch.long), minlength=cfg.tgt_vocab)
-    counts[EOS_ID] += len(tr_t)
+    counts = target_counts(tr_t, cfg.tgt_vocab)
     for spec in a.adaptive:
         cuts = tuple(int(c) for c in spec.split(","))
         m = Seq2Seq(dataclasses.replace(cfg, adaptive_cutoffs=cuts)).train()

@@ -306,6 +306,14 @@ def focal_sum(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: floa
     return ((1 - p).pow(gamma) * ce).sum()
 
 
+def target_counts(tgt: list[list[int]], vocab: int) -> torch.Tensor:
+    """How often each target id occurs in `tgt` [V], with the EOS that ends each target: the
+    adaptive softmax's frequency order (Decoder.set_vocab_order)."""
+    counts = torch.bincount(torch.tensor([i for t in tgt for i in t], dtype=torch.long), minlength=vocab)
+    counts[EOS_ID] += len(tgt)
+    return counts
+
+
 def frequent_targets(tgt: list[list[int]], vocab: int, n: int) -> torch.Tensor:
     """The `n` most frequent target ids of the training pairs, with EOS (summed_loss's subset)."""
     counts = torch.bincount(torch.tensor([i for t in tgt for i in t], dtype=torch.long), minlength=vocab)
@@ -500,9 +508,7 @@ def train(out: Path, data_dir: Path, cfg: TranslationConfig, tcfg: TrainConfig, 
 
     model = Seq2Seq(cfg)
     if cfg.adaptive_cutoffs:  # the frequency order of the targets (an --init or resumed run loads its own)
-        counts = torch.bincount(torch.tensor([i for t in tr_t for i in t], dtype=torch.long), minlength=cfg.tgt_vocab)
-        counts[EOS_ID] += len(tr_t)
-        model.decoder.set_vocab_order(counts)
+        model.decoder.set_vocab_order(target_counts(tr_t, cfg.tgt_vocab))
     if tcfg.init:
         first = torch.load(tcfg.init, weights_only=False)
         # read through the config class: a checkpoint from before a field has its default
