@@ -231,3 +231,30 @@ def test_export_speed_times_both_ways_of_each_part_on_the_same_work(models_dir, 
     med = res["median_seconds"]
     assert res["decode_speedup"] == pytest.approx(med["decode_one_process"] / med["decode_pool"], abs=0.01)
     assert res["parity_speedup"] == pytest.approx(med["parity_sequential"] / med["parity_side_by_side"], abs=0.01)
+
+
+def test_model_sizes_bench_times_each_size_every_round_and_rates_it_against_the_first(tmp_path):
+    """bench.model_sizes on a tiny batch: every size is built with the fields its spec names
+    (fewer parameters for a smaller decoder), timed once per round, and its ratio is the first
+    size's median CPU seconds over its own; a spec naming another field is refused."""
+    import statistics
+
+    from bench.model_sizes import main as model_sizes
+    from bench.model_sizes import parse_size
+
+    out = tmp_path / "sizes.json"
+    argv = ["--vocab", "60", "--batch", "4", "--src-len", "5", "--tgt-len", "6", "--steps", "1", "--rounds", "2"]
+    sizes = ["--size", "big:embed_dim=16,enc_hidden=16,dec_hidden=32,attn_dim=16",
+             "--size", "small:embed_dim=16,enc_hidden=16,dec_hidden=16,attn_dim=16,adaptive_cutoffs=20+40"]  # fmt: skip
+    assert model_sizes([*argv, *sizes, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["sizes"]
+    assert list(res) == ["big", "small"]
+    assert res["small"]["changes"] == {"embed_dim": 16, "enc_hidden": 16, "dec_hidden": 16, "attn_dim": 16,
+                                       "adaptive_cutoffs": [20, 40]}  # fmt: skip
+    assert res["small"]["parameters"] < res["big"]["parameters"]
+    assert all(len(r["cpu_seconds_per_step"]) == 2 for r in res.values())
+    assert res["big"]["speed_vs_first"] == 1.0
+    median = {k: statistics.median(r["cpu_seconds_per_step"]) for k, r in res.items()}
+    assert res["small"]["speed_vs_first"] == pytest.approx(median["big"] / median["small"], abs=0.01)
+    with pytest.raises(ValueError, match="dropout"):
+        parse_size("x:dropout=0.1")
