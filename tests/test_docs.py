@@ -426,6 +426,20 @@ def test_figures_quoted_in_prose_are_the_results():
     adaptive = subset["adaptive2000-5000"]
     assert f"{adaptive['target_subwords_per_cpu_second']:,.0f}, **{adaptive['over_whole']:.2f}x**" in bench
     assert f"(a head softmax over {adaptive['mean_classes']:,.0f} classes)" in bench
+    sizes = load("bench/results/model_sizes.json")["sizes"]
+    assert f"({sizes['recipe']['target_subwords_per_cpu_second']:,} target subwords per CPU second)" in bench
+    for name in (
+        "recipe, adaptive",
+        "dec 384, adaptive",
+        "enc 192 dec 384, adaptive",
+        "emb/enc/attn 192 dec 384, adaptive",
+    ):
+        assert f"**{sizes[name]['speed_vs_first']:.2f}x**" in bench, name
+    history = (ROOT / "docs" / "history.md").read_text()
+    assert (
+        f"192 with the 384-wide\ndecoder {sizes['emb/enc/attn 192 dec 384, adaptive']['speed_vs_first']:.2f}x"
+        in history
+    )
 
 
 def test_the_general_translators_cross_cpu_table_is_its_record():
