@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from bench.cost_model import cpu_name
+from bench.training_speed import step_seconds, synthetic_batch
 from training.cross_cpu import isa
 from training.translation.model import Seq2Seq, TranslationConfig
 from training.translation.speed import step
@@ -54,17 +54,9 @@ def parse_size(spec: str) -> tuple[str, dict]:
     return name, kw
 
 
-def zipf_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    p = 1.0 / torch.arange(1, vocab - 3, dtype=torch.float)  # ids 4.. (0-3 are special)
-    src = 4 + torch.multinomial(p, batch * src_len, replacement=True, generator=g).view(batch, src_len)
-    tgt = 4 + torch.multinomial(p, batch * (tgt_len + 1), replacement=True, generator=g).view(batch, tgt_len + 1)
-    return src, torch.full((batch,), src_len), tgt[:, :-1], tgt[:, 1:]
-
-
 def measure(sizes: list[str], vocab: int, batch: int, src_len: int, tgt_len: int, steps: int, rounds: int,
             progress=print) -> dict:  # fmt: skip
-    data = zipf_batch(vocab, batch, src_len, tgt_len)
+    data = synthetic_batch(vocab, batch, src_len, tgt_len, zipf=True)
     runs = {}
     for spec in sizes:
         name, kw = parse_size(spec)
@@ -77,10 +69,7 @@ def measure(sizes: list[str], vocab: int, batch: int, src_len: int, tgt_len: int
     for r in range(rounds):
         for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             model, opt, _ = runs[name]
-            t0 = time.process_time()
-            for _ in range(steps):
-                step(model, opt, data)
-            seconds[name].append((time.process_time() - t0) / steps)
+            seconds[name].append(step_seconds(model, opt, data, False, steps))
             progress(f"round {r + 1}/{rounds} {name}: {seconds[name][-1]:.3f} CPU s/step")
     reference = statistics.median(seconds[next(iter(runs))])
     return {

@@ -31,10 +31,17 @@ from training.translation.train import TrainConfig, resolve_amp
 MODES = ("fp32", "bf16")
 
 
-def synthetic_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0):
+def synthetic_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0, zipf: bool = False):
+    """Ids 4.. (0-3 are special), uniform, or with `zipf` drawn from a Zipf distribution over the
+    vocabulary (frequency rank = id, the order an adaptive softmax is given)."""
     g = torch.Generator().manual_seed(seed)
-    src = torch.randint(4, vocab, (batch, src_len), generator=g)
-    tgt = torch.randint(4, vocab, (batch, tgt_len + 1), generator=g)
+    if zipf:
+        p = 1.0 / torch.arange(1, vocab - 3, dtype=torch.float)
+        src = 4 + torch.multinomial(p, batch * src_len, replacement=True, generator=g).view(batch, src_len)
+        tgt = 4 + torch.multinomial(p, batch * (tgt_len + 1), replacement=True, generator=g).view(batch, tgt_len + 1)
+    else:
+        src = torch.randint(4, vocab, (batch, src_len), generator=g)
+        tgt = torch.randint(4, vocab, (batch, tgt_len + 1), generator=g)
     return src, torch.full((batch,), src_len), tgt[:, :-1], tgt[:, 1:]
 
 
